@@ -1,0 +1,107 @@
+"""Shared launch helpers: the guarded triton import, block-size / num_warps heuristics,
+the dot-product helper every kernel uses, and the ``ensure_contiguous`` decorator."""
+
+import functools
+import os
+from types import SimpleNamespace
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except ImportError:  # CPU-only install: kernels never launch, but their modules must still import
+    HAS_TRITON = False
+    triton = SimpleNamespace(jit=lambda fn=None, **_: fn if fn is not None else (lambda f: f))
+    tl = SimpleNamespace(constexpr=None)
+
+
+def is_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def ensure_contiguous(fn):
+    """Make every tensor argument contiguous before calling ``fn`` (autograd ctx passes through)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        args = [a.contiguous() if isinstance(a, torch.Tensor) else a for a in args]
+        kwargs = {k: (v.contiguous() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def next_pow2(n: int, floor: int = 16) -> int:
+    """Smallest power of two >= n, at least ``floor`` (tl.dot needs every dim >= 16)."""
+    p = floor
+    while p < n:
+        p *= 2
+    return p
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 dots follow torch's matmul setting: exact unless the user opted into TF32."""
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
+        return "ieee"
+    return "tf32"  # ignored by the backend for fp16 / bf16 operands
+
+
+def upcast_dot(dtype: torch.dtype) -> bool:
+    """The interpreter's tl.dot multiplies bf16 as raw uint16 bits; feed it fp32 instead.
+
+    bf16 -> fp32 is exact and the GPU accumulates bf16 products in fp32 anyway, so the result
+    matches what the compiled kernel computes.
+    """
+    return dtype == torch.bfloat16 and is_interpreting()
+
+
+@triton.jit
+def mma(a, b, acc, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """acc + a @ b with an fp32 accumulator."""
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=PRECISION)
+
+
+# ---------------------------------------------------------------------------------------------
+# Block-size heuristics. Under the interpreter blocks are kept at the 16 minimum so that the
+# small test shapes still span several tiles and exercise every edge mask and loop carry.
+# ---------------------------------------------------------------------------------------------
+
+
+def attention_fwd_config(head_dim: int) -> dict:
+    block_d = next_pow2(head_dim)
+    if is_interpreting():
+        return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_D=block_d, num_warps=4, num_stages=1)
+    if block_d <= 64:
+        return dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=block_d, num_warps=4, num_stages=3)
+    if block_d <= 128:
+        return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=block_d, num_warps=4, num_stages=2)
+    return dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=block_d, num_warps=8, num_stages=2)
+
+
+def attention_bwd_config(head_dim: int) -> dict:
+    block_d = next_pow2(head_dim)
+    if is_interpreting():
+        return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_D=block_d, num_warps=4, num_stages=1)
+    if block_d <= 64:
+        return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=block_d, num_warps=4, num_stages=2)
+    if block_d <= 128:
+        return dict(BLOCK_M=32, BLOCK_N=64, BLOCK_D=block_d, num_warps=8, num_stages=2)
+    return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=block_d, num_warps=8, num_stages=1)
+
+
+def matmul_config(M: int, N: int, K: int) -> dict:
+    if is_interpreting():
+        return dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, GROUP_M=4, num_warps=4, num_stages=1)
+    # Skinny problems (few tokens at inference) waste most of a 128-row tile.
+    block_m = 128 if M > 64 else 64 if M > 32 else 32 if M > 16 else 16
+    block_n = 128 if N >= 128 else 64
+    block_k = 64 if K >= 64 else 32
+    num_warps = 8 if block_m * block_n >= 128 * 128 else 4
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=num_warps,
+                num_stages=3)

@@ -1,0 +1,31 @@
+"""slimbert: structured pruning of BERT/RoBERTa question-answering models.
+
+    import slimbert
+    result = slimbert.prune(model, slimbert.PruneConfig(target=0.5), train_data=..., eval_data=...)
+
+Importing slimbert registers its attention function, the compact model with the Auto classes, and
+the ``extractive-question-answering`` pipeline.
+"""
+
+from . import attention  # noqa: F401  (registers the "slimbert" attention + mask functions)
+from .collapse import collapse
+from .compact import SlimBertConfig, SlimBertForQuestionAnswering
+from .config import PruneConfig, TrainConfig
+from .data import load_squad
+from .evaluate import evaluate
+from .gates import add_gates, deterministic_size, expected_size, get_gates
+
+__all__ = [
+    "PruneConfig",
+    "TrainConfig",
+    "SlimBertConfig",
+    "SlimBertForQuestionAnswering",
+    "add_gates",
+    "collapse",
+    "deterministic_size",
+    "evaluate",
+    "expected_size",
+    "get_gates",
+    "load_squad",
+]
+__version__ = "0.1.0"

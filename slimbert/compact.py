@@ -1,0 +1,149 @@
+"""The compact model: a BERT/RoBERTa QA model whose every layer has its own head count and FFN width.
+
+``SlimBertConfig`` (model_type ``slimbert``) is the base config plus ``base_model_type`` and the
+per-layer lists ``num_heads`` and ``ffn_dims``. ``SlimBertForQuestionAnswering`` builds the
+library's own ``BertModel``/``RobertaModel`` and only resizes Linear layers; a layer with no heads
+swaps its self-attention for :class:`NoHeads`, because transformers' ``view(..., -1, d_h)`` cannot
+infer a size from an empty tensor. Both are registered with the Auto classes on ``import slimbert``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForQuestionAnswering,
+    BertConfig,
+    BertModel,
+    PreTrainedConfig,
+    PreTrainedModel,
+    RobertaConfig,
+    RobertaModel,
+)
+from transformers.modeling_outputs import QuestionAnsweringModelOutput
+
+from .attention import ATTN_IMPLEMENTATION
+
+BASES = {"bert": (BertConfig, BertModel), "roberta": (RobertaConfig, RobertaModel)}
+
+
+class SlimBertConfig(PreTrainedConfig):
+    """Base BERT/RoBERTa config fields + ``base_model_type``, per-layer ``num_heads`` and ``ffn_dims``."""
+
+    model_type = "slimbert"
+    base_model_type: str = "bert"
+    num_heads: list | None = None
+    ffn_dims: list | None = None
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12  # of the unpruned model: fixes the head size d / H
+    intermediate_size: int = 3072
+    vocab_size: int = 30522
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.base_model_type not in BASES:
+            raise ValueError(f"base_model_type must be one of {sorted(BASES)}, got {self.base_model_type!r}")
+        n = self.num_hidden_layers
+        self.num_heads = list(self.num_heads) if self.num_heads is not None else [self.num_attention_heads] * n
+        self.ffn_dims = list(self.ffn_dims) if self.ffn_dims is not None else [self.intermediate_size] * n
+        if len(self.num_heads) != n or len(self.ffn_dims) != n:
+            raise ValueError(f"num_heads and ffn_dims need one entry per layer ({n})")
+
+    @classmethod
+    def from_base(cls, base: PreTrainedConfig, num_heads: list[int], ffn_dims: list[int]) -> SlimBertConfig:
+        fields = {k: v for k, v in base.to_dict().items() if k not in ("model_type", "architectures", "transformers_version")}
+        return cls(base_model_type=base.model_type, num_heads=list(num_heads), ffn_dims=list(ffn_dims), **fields)
+
+    def to_base_config(self) -> PreTrainedConfig:
+        base_cls = BASES[self.base_model_type][0]
+        d = {k: v for k, v in self.to_dict().items() if k not in ("model_type", "base_model_type", "num_heads", "ffn_dims", "architectures", "transformers_version")}
+        base = base_cls.from_dict(d)
+        base._attn_implementation = ATTN_IMPLEMENTATION
+        return base
+
+
+class NoHeads(nn.Module):
+    """Self-attention of a layer whose heads were all pruned: an empty context, (B, T, 0)."""
+
+    num_attention_heads = 0
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states.new_zeros(*hidden_states.shape[:-1], 0), None
+
+
+def resize_layer(layer: nn.Module, heads: int, ffn_dim: int, head_size: int) -> None:
+    """Give one BertLayer/RobertaLayer ``heads`` heads and an FFN of width ``ffn_dim`` (new weights)."""
+    attn, d = layer.attention, layer.attention.output.dense.out_features
+    width = heads * head_size
+    if heads == 0:
+        attn.self = NoHeads()
+    else:
+        for name in ("query", "key", "value"):
+            setattr(attn.self, name, nn.Linear(d, width))
+        attn.self.num_attention_heads, attn.self.all_head_size = heads, width
+    attn.output.dense = nn.Linear(width, d)
+    layer.intermediate.dense = nn.Linear(d, ffn_dim)
+    layer.output.dense = nn.Linear(ffn_dim, d)
+
+
+class SlimBertPreTrainedModel(PreTrainedModel):
+    config_class = SlimBertConfig
+    base_model_prefix = "model"
+    _supports_sdpa = True
+    _supports_attention_backend = True
+
+
+class SlimBertForQuestionAnswering(SlimBertPreTrainedModel):
+    """Extractive QA head over a BERT/RoBERTa encoder with per-layer heads and FFN widths."""
+
+    def __init__(self, config: SlimBertConfig):
+        super().__init__(config)
+        base_cls = BASES[config.base_model_type][1]
+        self.model = base_cls(config.to_base_config(), add_pooling_layer=False)
+        head_size = config.hidden_size // config.num_attention_heads
+        for layer, h, f in zip(self.model.encoder.layer, config.num_heads, config.ffn_dims):
+            resize_layer(layer, h, f, head_size)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        start_positions=None,
+        end_positions=None,
+        **kwargs,
+    ) -> QuestionAnsweringModelOutput:
+        if self.config.base_model_type == "roberta" and token_type_ids is not None and self.config.type_vocab_size == 1:
+            token_type_ids = None
+        out = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.qa_outputs(out.last_hidden_state)  # (B, T, 2)
+        start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = qa_loss(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+
+
+def qa_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:
+    """Mean of start and end cross-entropy; positions outside the window are ignored (as in transformers)."""
+    ignored = start_logits.size(1)
+    ce = nn.CrossEntropyLoss(ignore_index=ignored)
+    return (ce(start_logits, start_positions.clamp(0, ignored)) + ce(end_logits, end_positions.clamp(0, ignored))) / 2
+
+
+AutoConfig.register(SlimBertConfig.model_type, SlimBertConfig)
+AutoModelForQuestionAnswering.register(SlimBertConfig, SlimBertForQuestionAnswering)

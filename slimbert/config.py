@@ -1,0 +1,64 @@
+"""Configuration dataclasses: what to prune (PruneConfig) and how to train (TrainConfig).
+
+The CLI maps its flags one-to-one onto these fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+
+@dataclass
+class PruneConfig:
+    target: float = 0.5  # fraction of the encoder's prunable (head + FFN) parameters that remains
+    prune_heads: bool = True  # a gate per attention head
+    prune_ffn: bool = True  # a gate per FFN intermediate unit
+    prune_blocks: bool = True  # a gate per whole attention / FFN sub-layer
+    gate_init_keep: float = 0.9  # initial P(gate open) (log_alpha = logit of it)
+    penalty: Literal["lagrangian", "fixed"] = "lagrangian"  # CoFi-style target control, or the paper's
+    lambda_att: float = 0.0  # fixed penalty per expected open head (penalty="fixed")
+    lambda_ff: float = 0.0  # fixed penalty per expected open FFN unit (penalty="fixed")
+    target_warmup: float = 0.3  # fraction of steps over which the target falls linearly from 1
+    distill_alpha: float = 0.9  # weight of distillation vs. the task loss
+    distill_temperature: float = 2.0
+    distill_hidden: float = 0.0  # weight of hidden-state MSE distillation (0 = off)
+
+    def __post_init__(self):
+        if not (0.0 < self.target <= 1.0):
+            raise ValueError(f"target must be in (0, 1] (fraction of prunable parameters kept), got {self.target}")
+        if not (self.prune_heads or self.prune_ffn or self.prune_blocks):
+            raise ValueError("nothing to prune: enable at least one of prune_heads, prune_ffn, prune_blocks")
+        if not (0.0 <= self.distill_alpha <= 1.0):
+            raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
+        if self.penalty not in ("lagrangian", "fixed"):
+            raise ValueError(f"penalty must be 'lagrangian' or 'fixed', got {self.penalty!r}")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 0  # 0: run --epochs over the data
+    epochs: float = 1.0
+    batch_size: int = 16
+    lr: float = 5e-5  # model weights (AdamW)
+    gate_lr: float = 0.05  # log_alpha (Adam)
+    lambda_lr: float = 0.05  # Lagrange multipliers (gradient ascent)
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    max_length: int = 384
+    doc_stride: int = 128
+    seed: int = 0
+    eval_every: int = 0  # steps between evaluations (0: only at the end)
+    save_every: int = 0  # steps between checkpoints (0: only at the end)
+    finetune_steps: int = 0  # distillation fine-tune of the collapsed model afterwards
+    max_train_examples: int = 0  # 0: all
+    max_eval_examples: int = 0  # 0: all
+    cpu: bool = False  # force CPU even when a GPU is present
+
+
+def from_dict(cls, d: dict):
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+__all__ = ["PruneConfig", "TrainConfig", "asdict", "from_dict"]
