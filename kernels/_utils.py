@@ -1,4 +1,4 @@
-"""Shared launch helpers: the guarded triton import, block-size / num_warps heuristics,
+"""Shared launch helpers: the guarded triton import, ``use_triton``, block-size / num_warps heuristics,
 the dot-product helper every kernel uses, and the ``ensure_contiguous`` decorator."""
 
 import functools
@@ -20,6 +20,17 @@ except ImportError:  # CPU-only install: kernels never launch, but their modules
 
 def is_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def use_triton(t: torch.Tensor) -> bool:
+    """Whether the Triton path can run for tensor ``t``.
+
+    Needs triton, and a CUDA tensor or the CPU interpreter (TRITON_INTERPRET=1);
+    SLIMBERT_KERNELS=torch forces the PyTorch reference everywhere.
+    """
+    if not HAS_TRITON or os.environ.get("SLIMBERT_KERNELS", "auto") == "torch":
+        return False
+    return t.is_cuda or is_interpreting()
 
 
 def ensure_contiguous(fn):

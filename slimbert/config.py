@@ -41,8 +41,8 @@ class TrainConfig:
     epochs: float = 1.0
     batch_size: int = 16
     lr: float = 5e-5  # model weights (AdamW)
-    gate_lr: float = 0.05  # log_alpha (Adam)
-    lambda_lr: float = 0.05  # Lagrange multipliers (gradient ascent)
+    gate_lr: float = 0.1  # log_alpha (Adam)
+    lambda_lr: float = 0.1  # Lagrange multipliers (gradient ascent)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     max_length: int = 384

@@ -1,0 +1,497 @@
+"""Fused multi-head attention for pruned encoders (each layer keeps its own number of heads).
+
+Holds:
+  * ``_attn_fwd_kernel``: flash-attention style forward (online softmax) with the key-padding
+    mask and the per-head gate ``head_scale`` fused; the same kernel serves padded (B, H, T, d)
+    batches and packed variable-length batches (``cu_seqlens``).
+  * ``_attn_bwd_preprocess_kernel``, ``_attn_bwd_dkdv_kernel``, ``_attn_bwd_dq_kernel``: fused
+    backward producing dq, dk, dv and the per-row terms from which d(head_scale) is summed.
+  * launchers, ``_AttentionFunction`` and the front doors ``attention`` / ``attention_varlen``.
+  * ``reference_attention`` / ``reference_attention_varlen``: the same math in plain PyTorch,
+    used as the CPU fallback and as the test oracle.
+
+Constraints: head_dim <= 256 (any value; non powers of two are padded to the next power of two
+inside the kernel and masked). The varlen path is forward only: when gradients are required
+``attention_varlen`` falls back to the differentiable reference.
+"""
+
+import math
+
+import torch
+
+from ._utils import (
+    attention_bwd_config,
+    attention_fwd_config,
+    dot_precision,
+    mma,
+    tl,
+    triton,
+    upcast_dot,
+    use_triton,
+)
+
+MAX_HEAD_DIM = 256
+LOG2E = math.log2(math.e)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels. Scores are kept in the log2 domain (qk_scale already includes log2(e)) so the softmax
+# uses exp2; Lse is stored in that domain too and only ever read back by the backward kernels.
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _attn_fwd_kernel(
+    Q, K, V, Out, OutRaw, Lse, KeyMask, HeadScale, CuSeqlens,
+    qk_scale, seq_len, n_heads, head_dim,
+    stride_qb, stride_qh, stride_qt, stride_qd,
+    stride_kb, stride_kh, stride_kt, stride_kd,
+    stride_vb, stride_vh, stride_vt, stride_vd,
+    stride_ob, stride_oh, stride_ot, stride_od,
+    stride_mb, stride_mt,
+    HAS_MASK: tl.constexpr, HAS_SCALE: tl.constexpr, STORE_RAW: tl.constexpr,
+    STORE_LSE: tl.constexpr, IS_VARLEN: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // n_heads).to(tl.int64)
+    h = (pid_bh % n_heads).to(tl.int64)
+    if IS_VARLEN:
+        # Packed layout: sequence b owns tokens [start, start + len); stride_*b are 0.
+        start = tl.load(CuSeqlens + b).to(tl.int64)
+        seq_len = (tl.load(CuSeqlens + b + 1) - start).to(tl.int32)
+    else:
+        start = 0
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < seq_len
+    d_ok = offs_d < head_dim
+
+    q_ptrs = (Q + b * stride_qb + h * stride_qh + (start + offs_m)[:, None] * stride_qt
+              + offs_d[None, :] * stride_qd)
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    # K is read transposed, (BLOCK_D, BLOCK_N), so the score tile is a plain q @ kT.
+    kt_base = K + b * stride_kb + h * stride_kh + start * stride_kt + offs_d[:, None] * stride_kd
+    v_base = V + b * stride_vb + h * stride_vh + start * stride_vt + offs_d[None, :] * stride_vd
+
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+
+    # Tiles past the end of a short (varlen) sequence have no rows: skip their key loop.
+    hi = tl.where(pid_m * BLOCK_M < seq_len, seq_len, 0)
+    for n0 in range(0, hi, BLOCK_N):
+        cols = n0 + offs_n
+        col_ok = cols < seq_len
+        if HAS_MASK:
+            keep = tl.load(KeyMask + b * stride_mb + cols * stride_mt, mask=col_ok, other=0)
+            col_ok = col_ok & (keep != 0)
+        kt = tl.load(kt_base + cols[None, :] * stride_kt, mask=d_ok[:, None] & (cols < seq_len)[None, :],
+                     other=0.0)
+        s = mma(q, kt, tl.zeros((BLOCK_M, BLOCK_N), tl.float32), UPCAST, PRECISION) * qk_scale
+        s = tl.where(col_ok[None, :], s, float("-inf"))
+
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # A row that has seen only padded keys keeps m = -inf; subtract 0 instead so that
+        # exp2 gives 0 rather than exp2(-inf - -inf) = NaN.
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_sub[:, None])
+        alpha = tl.exp2(m_i - m_sub)
+        l_i = l_i * alpha + tl.sum(p, 1)
+
+        v = tl.load(v_base + cols[:, None] * stride_vt, mask=(cols < seq_len)[:, None] & d_ok[None, :],
+                    other=0.0)
+        acc = mma(p.to(v.dtype), v, acc * alpha[:, None], UPCAST, PRECISION)
+        m_i = m_new
+
+    # Rows with no real key have l = 0 and acc = 0: dividing by 1 returns exact zeros.
+    l_div = tl.where(l_i == 0.0, 1.0, l_i)
+    o = acc / l_div[:, None]
+
+    o_offs = b * stride_ob + h * stride_oh + (start + offs_m)[:, None] * stride_ot + offs_d[None, :] * stride_od
+    o_mask = row_ok[:, None] & d_ok[None, :]
+    if STORE_RAW:  # un-gated output, needed for d(head_scale) even when the gate is 0
+        tl.store(OutRaw + o_offs, o.to(OutRaw.dtype.element_ty), mask=o_mask)
+    if HAS_SCALE:
+        o = o * tl.load(HeadScale + h).to(tl.float32)
+    tl.store(Out + o_offs, o.to(Out.dtype.element_ty), mask=o_mask)
+    if STORE_LSE:
+        m_fin = tl.where(m_i == float("-inf"), 0.0, m_i)
+        tl.store(Lse + pid_bh.to(tl.int64) * seq_len + offs_m, m_fin + tl.log2(l_div), mask=row_ok)
+
+
+@triton.jit
+def _attn_bwd_preprocess_kernel(
+    Out, DOut, Delta, DRow, HeadScale,
+    seq_len, n_heads, head_dim,
+    stride_ob, stride_oh, stride_ot, stride_od,
+    stride_gb, stride_gh, stride_gt, stride_gd,
+    RAW_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # Delta = rowsum(dOut * Out) = rowsum(head_scale * dOut * OutRaw). With RAW_OUT the kernel
+    # reads OutRaw, and the un-gated rowsum (DRow), summed over batch and time, is d(head_scale):
+    # reading OutRaw rather than dividing Out by the gate keeps that right when the gate is 0.
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // n_heads).to(tl.int64)
+    h = (pid_bh % n_heads).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_m < seq_len)[:, None] & (offs_d < head_dim)[None, :]
+    o = tl.load(Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :] * stride_od,
+                mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DOut + b * stride_gb + h * stride_gh + offs_m[:, None] * stride_gt + offs_d[None, :] * stride_gd,
+                 mask=mask, other=0.0).to(tl.float32)
+    row = tl.sum(o * do, 1)
+    stat_offs = pid_bh.to(tl.int64) * seq_len + offs_m
+    if RAW_OUT:
+        tl.store(DRow + stat_offs, row, mask=offs_m < seq_len)
+        row = row * tl.load(HeadScale + h).to(tl.float32)
+    tl.store(Delta + stat_offs, row, mask=offs_m < seq_len)
+
+
+@triton.jit
+def _attn_bwd_dkdv_kernel(
+    Q, K, V, DOut, DK, DV, Lse, Delta, KeyMask, HeadScale,
+    qk_scale, sm_scale, seq_len, n_heads, head_dim,
+    stride_qb, stride_qh, stride_qt, stride_qd,
+    stride_kb, stride_kh, stride_kt, stride_kd,
+    stride_vb, stride_vh, stride_vt, stride_vd,
+    stride_gb, stride_gh, stride_gt, stride_gd,
+    stride_db, stride_dh, stride_dt, stride_dd,
+    stride_mb, stride_mt,
+    HAS_MASK: tl.constexpr, HAS_SCALE: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # One program owns a block of keys and sweeps all queries, so dk / dv need no atomics.
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // n_heads).to(tl.int64)
+    h = (pid_bh % n_heads).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < head_dim
+    col_ok = offs_n < seq_len
+    kv_mask = col_ok[:, None] & d_ok[None, :]
+    if HAS_MASK:
+        keep = tl.load(KeyMask + b * stride_mb + offs_n * stride_mt, mask=col_ok, other=0)
+        col_ok = col_ok & (keep != 0)
+
+    k = tl.load(K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :] * stride_kd,
+                mask=kv_mask, other=0.0)
+    v = tl.load(V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :] * stride_vd,
+                mask=kv_mask, other=0.0)
+
+    if HAS_SCALE:
+        gate = tl.load(HeadScale + h).to(tl.float32)
+    q_base = Q + b * stride_qb + h * stride_qh + offs_d[None, :] * stride_qd
+    do_base = DOut + b * stride_gb + h * stride_gh + offs_d[None, :] * stride_gd
+    stat_base = pid_bh.to(tl.int64) * seq_len
+
+    dk = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
+    dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
+    for m0 in range(0, seq_len, BLOCK_M):
+        rows = m0 + offs_m
+        row_ok = rows < seq_len
+        q_mask = row_ok[:, None] & d_ok[None, :]
+        q = tl.load(q_base + rows[:, None] * stride_qt, mask=q_mask, other=0.0)
+        do = tl.load(do_base + rows[:, None] * stride_gt, mask=q_mask, other=0.0)
+        if HAS_SCALE:  # gradient reaching the un-gated output
+            do = do.to(tl.float32) * gate
+        do = do.to(q.dtype)
+        lse = tl.load(Lse + stat_base + rows, mask=row_ok, other=0.0)
+        delta = tl.load(Delta + stat_base + rows, mask=row_ok, other=0.0)
+
+        # Transposed tiles, (BLOCK_N, BLOCK_M): keys on rows, queries on columns.
+        st = mma(k, tl.trans(q), tl.zeros((BLOCK_N, BLOCK_M), tl.float32), UPCAST, PRECISION)
+        pt = tl.where(col_ok[:, None] & row_ok[None, :], tl.exp2(st * qk_scale - lse[None, :]), 0.0)
+        dv = mma(pt.to(do.dtype), do, dv, UPCAST, PRECISION)
+        dpt = mma(v, tl.trans(do), tl.zeros((BLOCK_N, BLOCK_M), tl.float32), UPCAST, PRECISION)
+        dst = pt * (dpt - delta[None, :])
+        dk = mma(dst.to(q.dtype), q, dk, UPCAST, PRECISION)
+
+    dk = dk * sm_scale
+    d_offs = b * stride_db + h * stride_dh + offs_n[:, None] * stride_dt + offs_d[None, :] * stride_dd
+    tl.store(DK + d_offs, dk.to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + d_offs, dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _attn_bwd_dq_kernel(
+    Q, K, V, DOut, DQ, Lse, Delta, KeyMask, HeadScale,
+    qk_scale, sm_scale, seq_len, n_heads, head_dim,
+    stride_qb, stride_qh, stride_qt, stride_qd,
+    stride_kb, stride_kh, stride_kt, stride_kd,
+    stride_vb, stride_vh, stride_vt, stride_vd,
+    stride_gb, stride_gh, stride_gt, stride_gd,
+    stride_db, stride_dh, stride_dt, stride_dd,
+    stride_mb, stride_mt,
+    HAS_MASK: tl.constexpr, HAS_SCALE: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # One program owns a block of queries and sweeps all keys (dq is written exactly once).
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // n_heads).to(tl.int64)
+    h = (pid_bh % n_heads).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < head_dim
+    row_ok = offs_m < seq_len
+    q_mask = row_ok[:, None] & d_ok[None, :]
+
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :] * stride_qd,
+                mask=q_mask, other=0.0)
+    do = tl.load(DOut + b * stride_gb + h * stride_gh + offs_m[:, None] * stride_gt + offs_d[None, :] * stride_gd,
+                 mask=q_mask, other=0.0)
+    if HAS_SCALE:  # gradient reaching the un-gated output
+        do = do.to(tl.float32) * tl.load(HeadScale + h).to(tl.float32)
+    do = do.to(q.dtype)
+    stat_offs = pid_bh.to(tl.int64) * seq_len + offs_m
+    lse = tl.load(Lse + stat_offs, mask=row_ok, other=0.0)
+    delta = tl.load(Delta + stat_offs, mask=row_ok, other=0.0)
+
+    k_base = K + b * stride_kb + h * stride_kh + offs_d[None, :] * stride_kd
+    v_base = V + b * stride_vb + h * stride_vh + offs_d[None, :] * stride_vd
+    dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    for n0 in range(0, seq_len, BLOCK_N):
+        cols = n0 + offs_n
+        col_in = cols < seq_len
+        col_ok = col_in
+        if HAS_MASK:
+            keep = tl.load(KeyMask + b * stride_mb + cols * stride_mt, mask=col_in, other=0)
+            col_ok = col_ok & (keep != 0)
+        kv_mask = col_in[:, None] & d_ok[None, :]
+        k = tl.load(k_base + cols[:, None] * stride_kt, mask=kv_mask, other=0.0)
+        v = tl.load(v_base + cols[:, None] * stride_vt, mask=kv_mask, other=0.0)
+
+        s = mma(q, tl.trans(k), tl.zeros((BLOCK_M, BLOCK_N), tl.float32), UPCAST, PRECISION)
+        p = tl.where(row_ok[:, None] & col_ok[None, :], tl.exp2(s * qk_scale - lse[:, None]), 0.0)
+        dp = mma(do, tl.trans(v), tl.zeros((BLOCK_M, BLOCK_N), tl.float32), UPCAST, PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq = mma(ds.to(k.dtype), k, dq, UPCAST, PRECISION)
+
+    dq = dq * sm_scale
+    tl.store(DQ + b * stride_db + h * stride_dh + offs_m[:, None] * stride_dt + offs_d[None, :] * stride_dd,
+             dq.to(DQ.dtype.element_ty), mask=q_mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_head_dim(d: int) -> None:
+    if not 0 < d <= MAX_HEAD_DIM:
+        raise ValueError(f"head_dim must be in [1, {MAX_HEAD_DIM}], got {d}")
+
+
+def _mask_args(key_padding_mask):
+    """Mask as a zero-copy uint8 view (triton loads bytes) plus its strides; (None, 0, 0) if absent."""
+    if key_padding_mask is None:
+        return None, 0, 0
+    if key_padding_mask.dtype != torch.bool:
+        key_padding_mask = key_padding_mask != 0
+    mask = key_padding_mask.view(torch.uint8)
+    return mask, mask.stride(0), mask.stride(1)
+
+
+def _attn_fwd(q, k, v, key_padding_mask, head_scale, scaling, store_lse, store_raw):
+    """Returns out (B, T, H, d), the un-gated out (or None) and lse (B, H, T) fp32 (or None)."""
+    B, H, T, d = q.shape
+    _check_head_dim(d)
+    out = torch.empty((B, T, H, d), dtype=q.dtype, device=q.device)
+    out_raw = torch.empty_like(out) if store_raw else None
+    lse = torch.empty((B, H, T), dtype=torch.float32, device=q.device) if store_lse else None
+    if out.numel() == 0:
+        return out, out_raw, lse
+    mask, stride_mb, stride_mt = _mask_args(key_padding_mask)
+    cfg = attention_fwd_config(d)
+    grid = (triton.cdiv(T, cfg["BLOCK_M"]), B * H)
+    _attn_fwd_kernel[grid](
+        q, k, v, out, out_raw, lse, mask, head_scale, None,
+        scaling * LOG2E, T, H, d,
+        *q.stride(), *k.stride(), *v.stride(),
+        out.stride(0), out.stride(2), out.stride(1), out.stride(3),  # out is (B, T, H, d)
+        stride_mb, stride_mt,
+        HAS_MASK=mask is not None, HAS_SCALE=head_scale is not None, STORE_RAW=store_raw,
+        STORE_LSE=store_lse, IS_VARLEN=False,
+        UPCAST=upcast_dot(q.dtype), PRECISION=dot_precision(q.dtype), **cfg,
+    )
+    return out, out_raw, lse
+
+
+def _attn_varlen_fwd(q, k, v, cu_seqlens, max_seqlen, head_scale, scaling):
+    total, H, d = q.shape
+    _check_head_dim(d)
+    B = cu_seqlens.numel() - 1
+    # Zero-filled so tokens outside every sequence (a malformed cu_seqlens) read as 0, like the reference.
+    out = torch.zeros((total, H, d), dtype=q.dtype, device=q.device)
+    if out.numel() == 0 or B <= 0 or max_seqlen <= 0:
+        return out
+    cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
+    cfg = attention_fwd_config(d)
+    grid = (triton.cdiv(max_seqlen, cfg["BLOCK_M"]), B * H)
+    # Packed (total, H, d) tensors: batch stride 0, the token stride plays the time stride.
+    _attn_fwd_kernel[grid](
+        q, k, v, out, None, None, None, head_scale, cu,
+        scaling * LOG2E, max_seqlen, H, d,
+        0, q.stride(1), q.stride(0), q.stride(2),
+        0, k.stride(1), k.stride(0), k.stride(2),
+        0, v.stride(1), v.stride(0), v.stride(2),
+        0, out.stride(1), out.stride(0), out.stride(2),
+        0, 0,
+        HAS_MASK=False, HAS_SCALE=head_scale is not None, STORE_RAW=False, STORE_LSE=False, IS_VARLEN=True,
+        UPCAST=upcast_dot(q.dtype), PRECISION=dot_precision(q.dtype), **cfg,
+    )
+    return out
+
+
+def _attn_bwd(dout, q, k, v, out_saved, lse, key_padding_mask, head_scale, scaling, need_dhead):
+    """Returns dq, dk, dv (B, H, T, d) and d(head_scale) (H,) fp32 or None.
+
+    ``out_saved`` is the un-gated output when ``need_dhead``, else the (gated) output.
+    """
+    B, H, T, d = q.shape
+    dq = torch.empty((B, H, T, d), dtype=q.dtype, device=q.device)
+    dk = torch.empty_like(dq)
+    dv = torch.empty_like(dq)
+    delta = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
+    drow = torch.empty_like(delta) if need_dhead else None
+    mask, stride_mb, stride_mt = _mask_args(key_padding_mask)
+    cfg = attention_bwd_config(d)
+    block_m, block_n, block_d = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_D"]
+    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    # dout and out_saved are (B, T, H, d): the kernels take (b, h, t, d) strides.
+    o_strides = (out_saved.stride(0), out_saved.stride(2), out_saved.stride(1), out_saved.stride(3))
+    g_strides = (dout.stride(0), dout.stride(2), dout.stride(1), dout.stride(3))
+
+    _attn_bwd_preprocess_kernel[(triton.cdiv(T, block_m), B * H)](
+        out_saved, dout, delta, drow, head_scale, T, H, d, *o_strides, *g_strides,
+        RAW_OUT=need_dhead, BLOCK_M=block_m, BLOCK_D=block_d, **launch,
+    )
+    args = (lse, delta, mask, head_scale, scaling * LOG2E, scaling, T, H, d,
+            *q.stride(), *k.stride(), *v.stride(), *g_strides, *dq.stride(), stride_mb, stride_mt)
+    flags = dict(
+        HAS_MASK=mask is not None, HAS_SCALE=head_scale is not None,
+        UPCAST=upcast_dot(q.dtype), PRECISION=dot_precision(q.dtype),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, **launch,
+    )
+    _attn_bwd_dkdv_kernel[(triton.cdiv(T, block_n), B * H)](q, k, v, dout, dk, dv, *args, **flags)
+    _attn_bwd_dq_kernel[(triton.cdiv(T, block_m), B * H)](q, k, v, dout, dq, *args, **flags)
+    dhead = drow.sum(dim=(0, 2)) if need_dhead else None
+    return dq, dk, dv, dhead
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd
+# ---------------------------------------------------------------------------------------------
+
+
+class _AttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, key_padding_mask, head_scale, scaling):
+        training = any(ctx.needs_input_grad)
+        need_dhead = ctx.needs_input_grad[4]
+        gate = head_scale.contiguous() if head_scale is not None else None  # kernels index it densely
+        out, out_raw, lse = _attn_fwd(q, k, v, key_padding_mask, gate, scaling,
+                                      store_lse=training, store_raw=need_dhead)
+        if training:
+            ctx.save_for_backward(q, k, v, out_raw if need_dhead else out, lse, key_padding_mask, gate)
+            ctx.scaling = scaling
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out_saved, lse, key_padding_mask, gate = ctx.saved_tensors
+        need_dhead = ctx.needs_input_grad[4]
+        dq, dk, dv, dhead = _attn_bwd(dout, q, k, v, out_saved, lse, key_padding_mask, gate, ctx.scaling,
+                                      need_dhead)
+        if dhead is not None:
+            dhead = dhead.to(gate.dtype)
+        return dq, dk, dv, None, dhead, None
+
+
+def attention(q, k, v, key_padding_mask=None, head_scale=None, scaling=None):
+    """Softmax attention over (B, H, T, d) inputs; returns (B, T, H, d) contiguous.
+
+    key_padding_mask: (B, T) bool, True = real token (False keys are ignored; a row with no real
+    key returns 0). head_scale: (H,) per-head output gate, differentiable. scaling: default d**-0.5.
+    Runs the Triton kernels when ``use_triton(q)``, else ``reference_attention``.
+    """
+    if scaling is None:
+        scaling = q.shape[-1] ** -0.5
+    if not use_triton(q) or q.numel() == 0:
+        return reference_attention(q, k, v, key_padding_mask, head_scale, scaling)
+    # Casts happen outside the Function so autograd returns grads in the callers' dtypes.
+    k, v = k.to(q.dtype), v.to(q.dtype)
+    return _AttentionFunction.apply(q, k, v, key_padding_mask, head_scale, float(scaling))
+
+
+def attention_varlen(q, k, v, cu_seqlens, max_seqlen, head_scale=None, scaling=None):
+    """Attention over packed sequences: q, k, v (total_tokens, H, d); cu_seqlens (B+1,) int32
+    cumulative lengths; max_seqlen the longest length. Returns (total_tokens, H, d).
+
+    Forward only: with gradients required it runs the (differentiable) reference instead.
+    """
+    if scaling is None:
+        scaling = q.shape[-1] ** -0.5
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q, k, v, head_scale))
+    if needs_grad or not use_triton(q):
+        return reference_attention_varlen(q, k, v, cu_seqlens, max_seqlen, head_scale, scaling)
+    gate = head_scale.contiguous() if head_scale is not None else None
+    return _attn_varlen_fwd(q, k.to(q.dtype), v.to(q.dtype), cu_seqlens, int(max_seqlen), gate, float(scaling))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference (CPU fallback and test oracle)
+# ---------------------------------------------------------------------------------------------
+
+
+def reference_attention(q, k, v, key_padding_mask=None, head_scale=None, scaling=None):
+    """Plain PyTorch version of ``attention``; softmax in fp32."""
+    B, H, T, d = q.shape
+    if scaling is None:
+        scaling = d ** -0.5
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scaling  # (B, H, T, T)
+    if key_padding_mask is not None:
+        keep = key_padding_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        # finfo.min instead of -inf keeps softmax finite; zeroing afterwards makes an
+        # all-padding row exactly 0 (softmax alone would spread it uniformly over the padding).
+        scores = scores.masked_fill(~keep, torch.finfo(torch.float32).min)
+        probs = torch.softmax(scores, dim=-1) * keep
+    else:
+        probs = torch.softmax(scores, dim=-1)
+    out = torch.matmul(probs.to(v.dtype), v)  # (B, H, T, d)
+    if head_scale is not None:
+        out = out * head_scale.to(out.dtype).view(1, H, 1, 1)
+    return out.transpose(1, 2).contiguous()  # (B, T, H, d)
+
+
+def reference_attention_varlen(q, k, v, cu_seqlens, max_seqlen, head_scale=None, scaling=None):
+    """Plain PyTorch version of ``attention_varlen`` (one ``reference_attention`` per sequence)."""
+    total, H, d = q.shape
+    bounds = cu_seqlens.tolist()
+    pieces = []
+    if bounds and bounds[0] > 0:  # tokens before the first sequence belong to none: zeros
+        pieces.append(q.new_zeros((bounds[0], H, d)))
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        if end == start:
+            continue
+        seq = lambda t: t[start:end].transpose(0, 1).unsqueeze(0)  # (1, H, L, d)
+        pieces.append(reference_attention(seq(q), seq(k), seq(v), None, head_scale, scaling)[0])  # (L, H, d)
+    tail = total - (bounds[-1] if bounds else 0)
+    if tail > 0:
+        pieces.append(q.new_zeros((tail, H, d)))
+    if not pieces:
+        return q.new_zeros((total, H, d))
+    return torch.cat(pieces, dim=0)

@@ -1,0 +1,182 @@
+"""The ``slimbert`` command: prune | eval | report | demo.
+
+    slimbert prune --model M --train T.json --eval D.json --target 0.5 --out runs/p50
+    slimbert eval --model runs/p50 --data D.json          # one JSON line
+    slimbert report --model runs/p50                      # per-layer heads/FFN, params, FLOPs
+    slimbert demo                                         # the README's embedded default
+
+``prune`` flags map one-to-one onto the fields of PruneConfig and TrainConfig.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import MISSING, fields
+from typing import Literal, get_args, get_origin, get_type_hints
+
+from .config import PruneConfig, TrainConfig
+
+
+class CliError(Exception):
+    pass
+
+
+def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif get_origin(hints[f.name]) is Literal:
+            parser.add_argument(flag, choices=get_args(hints[f.name]), default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
+
+
+def _pick(args, cls):
+    try:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    except ValueError as e:
+        raise CliError(str(e)) from e
+
+
+def load_model(path: str, dtype=None):
+    """A QA model and its tokenizer from a local folder (or hub id), with errors that say what to do."""
+    import torch
+    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
+
+    from .arch import check_qa_model
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise CliError(f"cannot load a model config from {path!r}: {e}. Give a folder made by save_pretrained.") from e
+    archs = getattr(config, "architectures", None) or []
+    if config.model_type != "slimbert" and not any(a.endswith("ForQuestionAnswering") for a in archs):
+        raise CliError(
+            f"{path} is a {archs or config.model_type} checkpoint, not an extractive QA model; "
+            "slimbert prunes BERT/RoBERTa models fine-tuned for question answering (e.g. on SQuAD 2.0)."
+        )
+    try:
+        model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=dtype or torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CliError(f"cannot load the model or tokenizer in {path}: {e}") from e
+    check_qa_model(model)
+    return model, tokenizer
+
+
+def cmd_prune(args) -> dict:
+    from .data import check_tokenizer
+    from .train import RESULT, prune
+
+    out = args.out
+    if os.path.exists(os.path.join(out, RESULT)) and not args.overwrite:
+        raise CliError(f"{out} already holds a pruned model; pass --overwrite to replace it or pick another --out")
+    if os.path.isdir(out) and os.listdir(out) and not (args.overwrite or args.resume):
+        raise CliError(f"{out} exists and is not empty; pass --overwrite to reuse it, or --resume to continue a run there")
+    model, tokenizer = load_model(args.model)
+    check_tokenizer(tokenizer, model)
+    result = prune(
+        model,
+        _pick(args, PruneConfig),
+        train_data=args.train,
+        eval_data=args.eval,
+        tokenizer=tokenizer,
+        train_cfg=_pick(args, TrainConfig),
+        out_dir=out,
+        resume=args.resume,
+    )
+    summary = result.summary()
+    summary.pop("history")
+    return summary
+
+
+def cmd_eval(args) -> dict:
+    from .data import check_tokenizer, load_squad
+    from .evaluate import evaluate
+
+    model, tokenizer = load_model(args.model)
+    check_tokenizer(tokenizer, model)
+    examples = load_squad(args.data, split="validation", limit=args.max_examples)
+    scores = evaluate(model, tokenizer, examples, args.batch_size, args.max_length, args.doc_stride, args.null_threshold)
+    keys = ["exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_exact", "best_f1_thresh", "n", "seconds"]
+    return {k: scores[k] for k in keys if k in scores}
+
+
+def cmd_report(args) -> dict:
+    from .report import format_report, model_report
+
+    model, _ = load_model(args.model)
+    r = model_report(model, args.seq_len)
+    if not args.json:
+        print(format_report(r))
+    return r
+
+
+def cmd_demo(args) -> dict:
+    from .demo import run_demo
+
+    return run_demo(out=args.out, steps=args.steps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slimbert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    pr = sub.add_parser("prune", help="learn gates toward a target size with distillation, collapse, save")
+    pr.add_argument("--model", required=True, help="folder of a BERT/RoBERTa QA model (the teacher)")
+    pr.add_argument("--train", default=None, help="SQuAD 2.0 JSON (default: the hub's squad_v2)")
+    pr.add_argument("--eval", default=None, help="SQuAD 2.0 JSON to evaluate on (optional)")
+    pr.add_argument("--out", required=True, help="folder for the compact model and checkpoints")
+    pr.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    pr.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint in --out")
+    _add_dataclass_flags(pr, PruneConfig)
+    _add_dataclass_flags(pr, TrainConfig)
+    pr.set_defaults(fn=cmd_prune)
+
+    ev = sub.add_parser("eval", help="SQuAD 2.0 EM/F1 of a model (one JSON line)")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--data", default=None, help="SQuAD 2.0 JSON (default: the hub's squad_v2 validation)")
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--max-length", type=int, default=384)
+    ev.add_argument("--doc-stride", type=int, default=128)
+    ev.add_argument("--null-threshold", type=float, default=0.0)
+    ev.add_argument("--max-examples", type=int, default=0, help="0: all")
+    ev.set_defaults(fn=cmd_eval)
+
+    rp = sub.add_parser("report", help="per-layer heads and FFN width, parameters and FLOPs before/after")
+    rp.add_argument("--model", required=True)
+    rp.add_argument("--seq-len", type=int, default=384)
+    rp.add_argument("--json", action="store_true", help="print only the JSON")
+    rp.set_defaults(fn=cmd_report)
+
+    dm = sub.add_parser("demo", help="prune the vendored small SQuAD 2.0 model on a vendored slice (CPU, ~10 min)")
+    dm.add_argument("--out", default="runs/demo")
+    dm.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's budget)")
+    dm.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    from .arch import UnsupportedModelError
+    from .data import DataError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.fn(args)
+    except (CliError, DataError, UnsupportedModelError) as e:
+        print(f"slimbert {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

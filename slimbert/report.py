@@ -1,0 +1,64 @@
+"""Per-layer structure, parameters and FLOPs of a dense or compact QA model (``slimbert report``)."""
+
+from __future__ import annotations
+
+from .arch import encoder_layers, head_dim
+
+
+def layer_shapes(model) -> list[tuple[int, int]]:
+    """(heads, ffn width) of every encoder layer, read from the modules themselves."""
+    return [(layer.attention.self.num_attention_heads, layer.intermediate.dense.out_features) for layer in encoder_layers(model)]
+
+
+def encoder_flops(shapes, hidden: int, d_h: int, seq_len: int) -> int:
+    """Multiply-adds x2 of the encoder layers for one sequence of ``seq_len`` tokens."""
+    total = 0
+    for heads, ffn in shapes:
+        width = heads * d_h
+        proj = 2 * seq_len * hidden * width * 4  # Q, K, V, O
+        scores = 2 * 2 * seq_len * seq_len * width  # QK^T and P·V
+        mlp = 2 * 2 * seq_len * hidden * ffn
+        total += proj + scores + mlp
+    return total
+
+
+def model_report(model, seq_len: int = 384) -> dict:
+    cfg = model.config
+    d, d_h = cfg.hidden_size, head_dim(cfg)
+    shapes = layer_shapes(model)
+    dense = [(cfg.num_attention_heads, cfg.intermediate_size)] * cfg.num_hidden_layers
+    params = sum(p.numel() for n, p in model.named_parameters() if not n.endswith("log_alpha"))
+    per_layer = [
+        {
+            "layer": i,
+            "heads": h,
+            "ffn": f,
+            "params": sum(p.numel() for n, p in layer.named_parameters() if not n.endswith("log_alpha")),
+        }
+        for i, ((h, f), layer) in enumerate(zip(shapes, encoder_layers(model)))
+    ]
+    dense_layer_params = 4 * d * d + 4 * d + 2 * d * cfg.intermediate_size + cfg.intermediate_size + d + 4 * d
+    flops_before = encoder_flops(dense, d, d_h, seq_len)
+    flops_after = encoder_flops(shapes, d, d_h, seq_len)
+    params_before = params - sum(r["params"] for r in per_layer) + dense_layer_params * cfg.num_hidden_layers
+    return {
+        "model_type": cfg.model_type,
+        "layers": per_layer,
+        "params_before": params_before,
+        "params_after": params,
+        "encoder_flops_before": flops_before,
+        "encoder_flops_after": flops_after,
+        "flops_ratio": flops_before / max(flops_after, 1),
+        "seq_len": seq_len,
+    }
+
+
+def format_report(r: dict) -> str:
+    lines = [f"{'layer':>5} {'heads':>5} {'ffn':>6} {'params':>10}"]
+    lines += [f"{x['layer']:>5} {x['heads']:>5} {x['ffn']:>6} {x['params']:>10,}" for x in r["layers"]]
+    lines.append(f"parameters: {r['params_before']:,} -> {r['params_after']:,} ({r['params_after'] / r['params_before']:.3f})")
+    lines.append(
+        f"encoder GFLOPs per sequence of {r['seq_len']}: {r['encoder_flops_before'] / 1e9:.2f} -> "
+        f"{r['encoder_flops_after'] / 1e9:.2f} ({r['flops_ratio']:.2f}x fewer)"
+    )
+    return "\n".join(lines)

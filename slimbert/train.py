@@ -1,0 +1,288 @@
+"""The one training loop: gated student, frozen teacher, task + distillation + L0 toward a target size.
+
+    batch -> student (sampled gates) -> teacher -> (1-α)·task + α·KD + penalty(size) -> step -> repeat
+    then: collapse -> (optional distillation fine-tune of the compact model) -> evaluate -> save
+
+The penalty is the Lagrangian of Wang et al. 2020 / CoFi, λ1·(s − t) + λ2·(s − t)², with s the
+expected remaining fraction of prunable parameters and t the target (warmed up from 1); the λs are
+trained by gradient ascent. ``penalty="fixed"`` is the paper's λ_att·Σ P(head) + λ_ff·Σ P(unit).
+Runs on accelerate (CPU, one GPU, or ``accelerate launch`` for several with no code change).
+Checkpoints hold everything a step depends on (weights, optimisers, λ, RNG, step), so ``resume``
+continues exactly where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from .arch import check_qa_model
+from .collapse import collapse
+from .compact import qa_loss
+from .config import PruneConfig, TrainConfig
+from .data import MODEL_INPUTS, Collator, DataError, check_tokenizer, eval_features, load_squad, training_features
+from .distill import hidden_mse, logit_kl
+from .evaluate import evaluate
+from .gates import add_gates, deterministic_size, expected_size, gate_parameters, get_gates
+from .io import atomic_save_pretrained, atomic_torch_save
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "train_state.pt"
+RESULT = "prune_result.json"
+
+
+@dataclass
+class PruneResult:
+    model: torch.nn.Module  # the compact model
+    size: float  # exact fraction of prunable parameters kept
+    params_before: int
+    params_after: int
+    eval_before: dict | None = None
+    eval_after: dict | None = None
+    history: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "model"}
+        d["num_heads"] = self.model.config.num_heads
+        d["ffn_dims"] = self.model.config.ffn_dims
+        return d
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if not n.endswith("log_alpha"))
+
+
+def _as_examples(data, split: str, limit: int):
+    if data is None or isinstance(data, str):
+        return load_squad(data, split=split, limit=limit)
+    if limit:
+        data = data.select(range(min(limit, len(data))))
+    if len(data) == 0:
+        raise DataError("empty data: no questions to train/evaluate on")
+    return data
+
+
+def _batch_indices(n: int, step: int, batch_size: int, seed: int, rank: int, world: int) -> list[int]:
+    """The feature indices of one process's share of global step ``step`` (epoch order from the seed)."""
+    per_step = batch_size * world
+    steps_per_epoch = max(1, n // per_step)
+    epoch, pos = divmod(step, steps_per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    start = pos * per_step + rank * batch_size
+    return order[start : start + batch_size]
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _penalty(student, cfg: PruneConfig, target_now: float, lambdas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penalty, expected size) for the model's loss; the λs get the opposite gradient (ascent)."""
+    size = expected_size(student)
+    if cfg.penalty == "lagrangian":
+        gap = size - target_now
+        return lambdas[0] * gap + lambdas[1] * gap**2, size
+    heads = sum(g.heads.prob_open().sum() for g in get_gates(student) if g.heads is not None)
+    units = sum(g.units.prob_open().sum() for g in get_gates(student) if g.units is not None)
+    return cfg.lambda_att * heads + cfg.lambda_ff * units, size
+
+
+def _distill_step(student, teacher, batch, cfg: PruneConfig):
+    inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+    want_hidden = cfg.distill_hidden > 0
+    s = student(**inputs, output_hidden_states=want_hidden)
+    with torch.no_grad():
+        t = teacher(**inputs, output_hidden_states=want_hidden)
+    mask = batch["attention_mask"].bool()
+    task = qa_loss(s.start_logits, s.end_logits, batch["start_positions"], batch["end_positions"])
+    kd = logit_kl(s.start_logits, s.end_logits, t.start_logits, t.end_logits, cfg.distill_temperature, mask)
+    loss = (1 - cfg.distill_alpha) * task + cfg.distill_alpha * kd
+    if want_hidden:
+        loss = loss + cfg.distill_hidden * hidden_mse(s.hidden_states[1:], t.hidden_states[1:], mask)
+    return loss, task.detach(), kd.detach()
+
+
+def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, total):
+    """Train ``student`` for ``total`` steps (with the L0 penalty when it has gates); returns it and its history."""
+    collate = Collator(tokenizer)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    with_gates = bool(get_gates(student))
+
+    gate_params = gate_parameters(student) if with_gates else []
+    gate_ids = {id(p) for p in gate_params}
+    weights = [p for p in student.parameters() if id(p) not in gate_ids and p.requires_grad]
+    opt = torch.optim.AdamW(weights, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(tcfg.warmup_ratio * total), total)
+    gate_opt = torch.optim.Adam(gate_params, lr=tcfg.gate_lr) if gate_params else None
+    lambdas = torch.zeros(2, requires_grad=True)
+    lambda_opt = torch.optim.Adam([lambdas], lr=tcfg.lambda_lr, maximize=True)
+
+    student, opt = accelerator.prepare(student, opt)
+    if gate_opt:
+        gate_opt = accelerator.prepare(gate_opt)
+    teacher.to(accelerator.device)
+    lambdas.data = lambdas.data.to(accelerator.device)
+
+    tag = "gated" if with_gates else "finetune"
+    ckpt_path = os.path.join(out_dir, f"{tag}_{CHECKPOINT}") if out_dir else None
+    step, history = 0, []
+    if resume and ckpt_path and os.path.exists(ckpt_path):
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        accelerator.unwrap_model(student).load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        if gate_opt:
+            gate_opt.load_state_dict(state["gate_opt"])
+        lambdas.data.copy_(state["lambdas"])
+        lambda_opt.load_state_dict(state["lambda_opt"])
+        step, history = state["step"], state["history"]
+        _set_rng_state(state["rng"])
+        log.info("resumed %s training at step %d/%d from %s", tag, step, total, ckpt_path)
+
+    def save_checkpoint():
+        if ckpt_path and accelerator.is_main_process:
+            atomic_torch_save(
+                {
+                    "model": accelerator.unwrap_model(student).state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "gate_opt": gate_opt.state_dict() if gate_opt else None,
+                    "lambdas": lambdas.detach().cpu(),
+                    "lambda_opt": lambda_opt.state_dict(),
+                    "step": step,
+                    "history": history,
+                    "rng": _rng_state(),
+                },
+                ckpt_path,
+            )
+
+    warm = max(1, int(cfg.target_warmup * total))
+    bar = tqdm(total=total, initial=step, desc=f"{tag} training", disable=not accelerator.is_local_main_process)
+    while step < total:
+        student.train()
+        idx = _batch_indices(len(features), step, tcfg.batch_size, tcfg.seed, rank, world)
+        batch = {k: v.to(accelerator.device) for k, v in collate([features[i] for i in idx]).items()}
+        loss, task, kd = _distill_step(student, teacher, batch, cfg)
+        row = {"step": step + 1, "task": float(task), "kd": float(kd)}
+        if with_gates:
+            target_now = 1 - (1 - cfg.target) * min(1.0, (step + 1) / warm)
+            penalty, size = _penalty(accelerator.unwrap_model(student), cfg, target_now, lambdas)
+            loss = loss + penalty
+            row.update(expected_size=float(size.detach()), target_now=target_now, lambda1=float(lambdas[0].detach()), lambda2=float(lambdas[1].detach()))
+        opt.zero_grad(set_to_none=True)
+        lambda_opt.zero_grad(set_to_none=True)
+        if gate_opt:
+            gate_opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        opt.step()
+        sched.step()
+        if gate_opt:
+            gate_opt.step()
+            lambda_opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("task", "kd", "expected_size")})
+        if eval_fn and tcfg.eval_every and step % tcfg.eval_every == 0 and step < total:
+            row["eval"] = eval_fn(accelerator.unwrap_model(student))
+            if with_gates:
+                row["size"] = deterministic_size(accelerator.unwrap_model(student))
+            tqdm.write(json.dumps({k: row[k] for k in ("step", "eval") if k in row} | {"size": row.get("size")}))
+        history.append(row)
+        if tcfg.save_every and step % tcfg.save_every == 0:
+            save_checkpoint()
+    bar.close()
+    save_checkpoint()
+    return accelerator.unwrap_model(student), history
+
+
+def prune(
+    model,
+    cfg: PruneConfig | None = None,
+    train_data=None,
+    eval_data=None,
+    tokenizer=None,
+    train_cfg: TrainConfig | None = None,
+    out_dir: str | None = None,
+    resume: bool = False,
+) -> PruneResult:
+    """Prune ``model`` (a BERT/RoBERTa QA model, the teacher) toward ``cfg.target``.
+
+    ``train_data``/``eval_data``: a SQuAD 2.0 JSON path, a ``datasets.Dataset`` of examples (the
+    hub's squad_v2 schema) or None for the hub's ``squad_v2``. With ``out_dir`` the compact model,
+    its tokenizer and ``prune_result.json`` are saved there, with checkpoints for ``resume``.
+    """
+    from transformers import AutoTokenizer
+
+    cfg, tcfg = cfg or PruneConfig(), train_cfg or TrainConfig()
+    check_qa_model(model)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
+    check_tokenizer(tokenizer, model)
+    accelerator = Accelerator(cpu=tcfg.cpu)
+    set_seed(tcfg.seed)
+
+    train_ex = _as_examples(train_data, "train", tcfg.max_train_examples)
+    eval_ex = _as_examples(eval_data, "validation", tcfg.max_eval_examples) if eval_data is not None else None
+    features = training_features(train_ex, tokenizer, tcfg.max_length, tcfg.doc_stride)
+    eval_feats = eval_features(eval_ex, tokenizer, tcfg.max_length, tcfg.doc_stride) if eval_ex is not None else None
+
+    def eval_fn(m):
+        if eval_ex is None:
+            return None
+        was_training = m.training
+        scores = evaluate(m, tokenizer, eval_ex, features=eval_feats, max_length=tcfg.max_length)
+        m.train(was_training)
+        return scores
+
+    teacher = model.eval().requires_grad_(False)
+    student = add_gates(copy.deepcopy(model).requires_grad_(True), cfg)
+    steps_per_epoch = max(1, len(features) // (tcfg.batch_size * accelerator.num_processes))
+    total = tcfg.max_steps or max(1, int(round(tcfg.epochs * steps_per_epoch)))
+    t0 = time.perf_counter()
+    student, history = _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, total)
+    size = deterministic_size(student)
+    compact = collapse(student.eval())
+    if tcfg.finetune_steps:
+        compact, ft_history = _run_loop(
+            compact, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, tcfg.finetune_steps
+        )
+        history += ft_history
+    compact.eval()
+    log.info("pruning took %.0f s; %.4f of prunable parameters remain", time.perf_counter() - t0, size)
+
+    result = PruneResult(
+        model=compact,
+        size=size,
+        params_before=count_parameters(model),
+        params_after=count_parameters(compact),
+        eval_before=eval_fn(teacher) if eval_ex is not None else None,
+        eval_after=eval_fn(compact) if eval_ex is not None else None,
+        history=history,
+    )
+    if out_dir and accelerator.is_main_process:
+        summary = result.summary() | {"prune_config": asdict(cfg), "train_config": asdict(tcfg)}
+        atomic_save_pretrained(compact, out_dir, tokenizer, extra_json={RESULT: summary})
+    return result
