@@ -8,15 +8,18 @@ the ``extractive-question-answering`` pipeline.
 """
 
 from . import attention  # noqa: F401  (registers the "slimbert" attention + mask functions)
+from . import pipeline  # noqa: F401  (registers the "extractive-question-answering" pipeline)
 from .collapse import collapse
 from .compact import SlimBertConfig, SlimBertForQuestionAnswering
 from .config import PruneConfig, TrainConfig
 from .data import load_squad
 from .evaluate import evaluate
 from .gates import add_gates, deterministic_size, expected_size, get_gates
+from .train import PruneResult, prune
 
 __all__ = [
     "PruneConfig",
+    "PruneResult",
     "TrainConfig",
     "SlimBertConfig",
     "SlimBertForQuestionAnswering",
@@ -27,5 +30,6 @@ __all__ = [
     "expected_size",
     "get_gates",
     "load_squad",
+    "prune",
 ]
 __version__ = "0.1.0"

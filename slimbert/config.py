@@ -42,7 +42,7 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 5e-5  # model weights (AdamW)
     gate_lr: float = 0.1  # log_alpha (Adam)
-    lambda_lr: float = 0.1  # Lagrange multipliers (gradient ascent)
+    lambda_lr: float = 10.0  # Lagrange multipliers (plain gradient ascent)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     max_length: int = 384

@@ -108,16 +108,24 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, model) -> None:
 def _tokenize(examples, tokenizer, max_length: int, doc_stride: int):
     if tokenizer.padding_side != "right":
         raise DataError("the tokenizer must pad on the right (question first, context second)")
-    return tokenizer(
-        [q.lstrip() for q in examples["question"]],
-        examples["context"],
-        truncation="only_second",
-        max_length=max_length,
-        stride=doc_stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-        padding=False,
-    )
+    if not 0 <= doc_stride < max_length // 2:
+        raise DataError(f"doc_stride ({doc_stride}) must be below max_length/2 ({max_length // 2}); lower --doc-stride")
+    try:
+        return tokenizer(
+            [q.lstrip() for q in examples["question"]],
+            examples["context"],
+            truncation="only_second",
+            max_length=max_length,
+            stride=doc_stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding=False,
+        )
+    except Exception as e:  # the tokenizers library's errors name neither the question nor the fix
+        raise DataError(
+            f"could not window a batch of questions with max_length={max_length}, doc_stride={doc_stride} ({e}). "
+            "A question may be longer than the window: raise --max-length or lower --doc-stride."
+        ) from e
 
 
 def training_features(examples, tokenizer, max_length: int = 384, doc_stride: int = 128) -> datasets.Dataset:

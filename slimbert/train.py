@@ -138,7 +138,8 @@ def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out
     sched = get_linear_schedule_with_warmup(opt, int(tcfg.warmup_ratio * total), total)
     gate_opt = torch.optim.Adam(gate_params, lr=tcfg.gate_lr) if gate_params else None
     lambdas = torch.zeros(2, requires_grad=True)
-    lambda_opt = torch.optim.Adam([lambdas], lr=tcfg.lambda_lr, maximize=True)
+    # Plain gradient ascent: λ grows with the accumulated gap (an integral controller), fast when far.
+    lambda_opt = torch.optim.SGD([lambdas], lr=tcfg.lambda_lr, maximize=True)
 
     student, opt = accelerator.prepare(student, opt)
     if gate_opt:
@@ -180,6 +181,8 @@ def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out
             )
 
     warm = max(1, int(cfg.target_warmup * total))
+    # The target falls linearly from the student's initial expected size, so the gap starts at 0.
+    start_size = float(expected_size(accelerator.unwrap_model(student)).detach()) if with_gates else 1.0
     bar = tqdm(total=total, initial=step, desc=f"{tag} training", disable=not accelerator.is_local_main_process)
     while step < total:
         student.train()
@@ -188,7 +191,7 @@ def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out
         loss, task, kd = _distill_step(student, teacher, batch, cfg)
         row = {"step": step + 1, "task": float(task), "kd": float(kd)}
         if with_gates:
-            target_now = 1 - (1 - cfg.target) * min(1.0, (step + 1) / warm)
+            target_now = start_size - (start_size - cfg.target) * min(1.0, (step + 1) / warm)
             penalty, size = _penalty(accelerator.unwrap_model(student), cfg, target_now, lambdas)
             loss = loss + penalty
             row.update(expected_size=float(size.detach()), target_now=target_now, lambda1=float(lambdas[0].detach()), lambda2=float(lambdas[1].detach()))

@@ -1,0 +1,60 @@
+"""``slimbert demo``: prune the vendored small SQuAD 2.0 model on a vendored slice, on a CPU.
+
+Everything it needs ships in ``slimbert/demo/`` (see NOTICE.md there: sources and licences), so it
+runs on a fresh machine with no hub and no GPU. It prints F1 (threshold 0, best threshold, HasAns)
+and latency before and after, and saves the compact model to ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+TEACHER = DEMO_DIR / "teacher"
+TRAIN = DEMO_DIR / "squad2-train-slice.json"
+EVAL = DEMO_DIR / "squad2-dev-slice.json"
+DEFAULT_STEPS = 120
+
+
+def run_demo(out: str = "runs/demo", steps: int | None = None) -> dict:
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from .config import PruneConfig, TrainConfig
+    from .latency import compare
+    from .train import prune
+
+    torch.manual_seed(0)
+    teacher = AutoModelForQuestionAnswering.from_pretrained(TEACHER, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(TEACHER)
+    t0 = time.perf_counter()
+    result = prune(
+        teacher,
+        PruneConfig(target=0.5),
+        train_data=str(TRAIN),
+        eval_data=str(EVAL),
+        tokenizer=tokenizer,
+        train_cfg=TrainConfig(max_steps=steps or DEFAULT_STEPS, batch_size=8, max_length=256),
+        out_dir=out,
+        resume=os.path.exists(out),
+    )
+    minutes = (time.perf_counter() - t0) / 60
+    lat = compare({"dense": teacher, "pruned": result.model}, batch=1, seq_len=384, repeats=9)
+    b, a = result.eval_before, result.eval_after
+    rows = [("F1 (threshold 0)", "f1"), ("F1 (best threshold)", "best_f1"), ("HasAns F1", "HasAns_f1"), ("NoAns F1", "NoAns_f1")]
+    print(f"\nslimbert demo: pruned to {result.size:.3f} of prunable parameters in {minutes:.1f} min (CPU)")
+    print(f"{'':24}{'teacher':>10}{'pruned':>10}")
+    for label, key in rows:
+        print(f"{label:24}{b[key]:>10.1f}{a[key]:>10.1f}")
+    print(f"{'parameters':24}{result.params_before:>10,}{result.params_after:>10,}")
+    print(f"{'latency b1 s384 (ms)':24}{lat['dense']:>10.1f}{lat['pruned']:>10.1f}   ({lat['dense'] / lat['pruned']:.2f}x faster)")
+    print(f"eval on {b['n']} questions of {EVAL.name}; compact model saved to {out}\n")
+    summary = {k: v for k, v in result.summary().items() if k != "history"}
+    summary["latency_ms"] = lat
+    with open(os.path.join(out, "demo_result.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return {"size": result.size, "f1_before": b["f1"], "f1_after": a["f1"], "speedup": lat["dense"] / lat["pruned"]}
