@@ -14,7 +14,7 @@ from .compact import SlimBertConfig, SlimBertForQuestionAnswering
 from .config import PruneConfig, TrainConfig
 from .data import load_squad
 from .evaluate import evaluate
-from .gates import add_gates, deterministic_size, expected_size, get_gates
+from .gates import add_gates, deterministic_size, expected_size, get_gates, snap_gates
 from .train import PruneResult, prune
 
 __all__ = [
@@ -31,5 +31,6 @@ __all__ = [
     "get_gates",
     "load_squad",
     "prune",
+    "snap_gates",
 ]
 __version__ = "0.1.0"

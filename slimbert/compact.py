@@ -9,7 +9,10 @@ infer a size from an empty tensor. Both are registered with the Auto classes on 
 
 from __future__ import annotations
 
+import os
+
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -95,8 +98,34 @@ class SlimBertPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
 
 
+class CheckpointError(ValueError):
+    pass
+
+
 class SlimBertForQuestionAnswering(SlimBertPreTrainedModel):
     """Extractive QA head over a BERT/RoBERTa encoder with per-layer heads and FFN widths."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained``, but a checkpoint that does not fit is an error, never a
+        silently re-initialised layer."""
+        want_info = kwargs.pop("output_loading_info", False)
+        where = os.path.join(str(pretrained_model_name_or_path), "model.safetensors")
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        except SafetensorError as e:
+            raise CheckpointError(f"{where} is corrupt or truncated ({e}); save the model again (or restore it).") from e
+        except RuntimeError as e:
+            if "mismatch" not in str(e):
+                raise
+            raise CheckpointError(
+                f"{where} does not match the per-layer num_heads/ffn_dims in config.json next to it. "
+                "Keep config.json and model.safetensors from the same save_pretrained call."
+            ) from e
+        bad = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
+        if bad:
+            raise CheckpointError(f"{where} does not fit its config.json: {bad}. Save the model again with save_pretrained.")
+        return (model, info) if want_info else model
 
     def __init__(self, config: SlimBertConfig):
         super().__init__(config)

@@ -19,6 +19,7 @@ class PruneConfig:
     penalty: Literal["lagrangian", "fixed"] = "lagrangian"  # CoFi-style target control, or the paper's
     lambda_att: float = 0.0  # fixed penalty per expected open head (penalty="fixed")
     lambda_ff: float = 0.0  # fixed penalty per expected open FFN unit (penalty="fixed")
+    snap: bool = True  # end with hard 0/1 gates at exactly the target (ranked by P(open))
     target_warmup: float = 0.3  # fraction of steps over which the target falls linearly from 1
     distill_alpha: float = 0.9  # weight of distillation vs. the task loss
     distill_temperature: float = 2.0

@@ -175,6 +175,46 @@ def expected_size(model: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
+def snap_gates(model: nn.Module, target: float) -> float:
+    """Make every gate exactly 0 or 1, keeping the most-likely-open heads/units up to ``target``.
+
+    A short run leaves many gates between open and closed (P(open) near 1/2, eval value near 0), where
+    the eval-mode value is a poor stand-in for what training saw. Snapping ranks heads and units by
+    P(open) (times their block's), keeps them greedily until the next one would pass the target, and
+    sets log_alpha to ±HARD so the eval gate is exactly 1 or 0. Returns the exact size reached.
+    """
+    c_head, c_unit = unit_costs(model)
+    total, candidates = prunable_parameters(model), []
+    for layer, g in zip(encoder_layers(model), get_gates(model)):
+        n_heads, n_units = layer.attention.self.num_attention_heads, layer.intermediate.dense.out_features
+        attn = float(g.attn_block.prob_open()) if g.attn_block is not None else 1.0
+        ffn = float(g.ffn_block.prob_open()) if g.ffn_block is not None else 1.0
+        heads = g.heads.prob_open().tolist() if g.heads is not None else [1.0] * n_heads
+        units = g.units.prob_open().tolist() if g.units is not None else [1.0] * n_units
+        candidates += [(p * attn, c_head, g.heads, i) for i, p in enumerate(heads)]
+        candidates += [(p * ffn, c_unit, g.units, i) for i, p in enumerate(units)]
+    candidates.sort(key=lambda c: -c[0])
+    kept, keep = 0, set()
+    for _, cost, gate, i in candidates:
+        if kept + cost <= target * total + 1e-9 or gate is None:  # ungated units always stay
+            kept += cost
+            keep.add((id(gate), i))
+    for g in get_gates(model):
+        for gate in (g.heads, g.units):
+            if gate is not None:
+                mask = torch.tensor([(id(gate), i) in keep for i in range(gate.log_alpha.numel())])
+                gate.log_alpha.copy_(torch.where(mask, HARD, -HARD).to(gate.log_alpha))
+        for gate, part in ((g.attn_block, g.heads), (g.ffn_block, g.units)):
+            if gate is not None:  # a block stays on iff anything in it stays
+                on = part is None or bool((part.log_alpha > 0).any())
+                gate.log_alpha.fill_(HARD if on else -HARD)
+    return deterministic_size(model)
+
+
+HARD = 20.0  # |log_alpha| past which a gate is exactly 0 or 1 in eval mode
+
+
+@torch.no_grad()
 def deterministic_size(model: nn.Module) -> float:
     """Exact fraction of prunable parameters that collapse would keep (eval-mode gates)."""
     return float(_size(model, "kept")) / prunable_parameters(model)

@@ -35,7 +35,7 @@ from .config import PruneConfig, TrainConfig
 from .data import MODEL_INPUTS, Collator, DataError, check_tokenizer, eval_features, load_squad, training_features
 from .distill import hidden_mse, logit_kl
 from .evaluate import evaluate
-from .gates import add_gates, deterministic_size, expected_size, gate_parameters, get_gates
+from .gates import add_gates, deterministic_size, expected_size, gate_parameters, get_gates, snap_gates
 from .io import atomic_save_pretrained, atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -266,6 +266,8 @@ def prune(
     total = tcfg.max_steps or max(1, int(round(tcfg.epochs * steps_per_epoch)))
     t0 = time.perf_counter()
     student, history = _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, total)
+    if cfg.snap:
+        snap_gates(student, cfg.target)
     size = deterministic_size(student)
     compact = collapse(student.eval())
     if tcfg.finetune_steps:

@@ -110,3 +110,22 @@ def test_prune_config_validates_target():
             slimbert.PruneConfig(target=bad)
     with pytest.raises(ValueError, match="nothing to prune"):
         slimbert.PruneConfig(prune_heads=False, prune_ffn=False, prune_blocks=False)
+
+
+@pytest.mark.parametrize("target", [0.9, 0.5, 0.2])
+def test_snap_lands_on_the_target_with_hard_gates(target):
+    model = slimbert.add_gates(tiny_model("bert"))
+    with torch.no_grad():
+        for g in slimbert.get_gates(model):
+            g.heads.log_alpha.normal_()
+            g.units.log_alpha.normal_()
+    best_head = max(range(4), key=lambda i: float(slimbert.get_gates(model)[0].heads.log_alpha[i]))
+    size = slimbert.snap_gates(model, target)
+    c_head, _ = unit_costs(model)
+    assert target - c_head / prunable_parameters(model) <= size <= target + 1e-12
+    assert size == slimbert.deterministic_size(model)
+    for g in slimbert.get_gates(model):
+        for gate in (g.heads, g.units, g.attn_block, g.ffn_block):
+            assert set(gate.deterministic().tolist()) <= {0.0, 1.0}
+    if target == 0.9:  # the most likely head survives
+        assert slimbert.get_gates(model)[0].heads.deterministic()[best_head] == 1.0
