@@ -1,0 +1,162 @@
+"""Latency of the dense teacher vs the compact model (torch fallback, Triton kernels).
+
+    python bench/latency.py --model ../shared/models/minilm-l6-squad2 --pruned runs/real-p50
+
+Variants: dense eager, dense sdpa, compact with the PyTorch fallback (SLIMBERT_KERNELS=torch), and
+on CUDA compact with the Triton kernels. Cases: batch 1/8/32 x seq 128/384 x fp16/bf16/fp32 on a
+GPU, batch 1/8 x seq 128/384 x fp32 on a CPU. Each case: warm-up, then the median and spread of
+repeats (CUDA events on a GPU), all variants interleaved in one run so ratios are fair. Writes
+bench/results/<device>-<date>.json and a PNG of speed-ups over dense sdpa. Without --pruned a
+compact model is made from the teacher by keeping a random structure at --target: fine for speed,
+meaningless for accuracy (the JSON says which was used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForQuestionAnswering
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import slimbert  # noqa: E402
+from slimbert.latency import make_inputs, measure  # noqa: E402
+from slimbert.report import model_report  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def random_structure(teacher, target: float, seed: int = 0):
+    """A compact model with a random per-layer structure at ``target`` (for timing only)."""
+    import copy
+
+    gated = slimbert.add_gates(copy.deepcopy(teacher))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in slimbert.gates.gate_parameters(gated):
+            p.copy_(torch.randn(p.shape, generator=g))
+    slimbert.snap_gates(gated, target)
+    return slimbert.collapse(gated.eval())
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name().replace(" ", "-")
+    return f"cpu-{platform.machine()}-{os.cpu_count()}cores"
+
+
+def run_case(variants: dict, batch: int, seq: int, dtype, repeats: int, rounds: int = 3) -> dict:
+    """Median/min/max ms per variant for one shape, variants interleaved round by round."""
+    inputs = make_inputs(next(iter(variants.values()))[0], batch, seq)
+    samples = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, (model, kernels) in variants.items():
+            os.environ["SLIMBERT_KERNELS"] = kernels
+            samples[name].append(measure(model, inputs, repeats=max(1, repeats // rounds), warmup=2)["median_ms"])
+    os.environ.pop("SLIMBERT_KERNELS", None)
+    return {n: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v)} for n, v in samples.items()}
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = results["cases"]
+    labels = [f"{c['dtype']}\nb{c['batch']} s{c['seq']}" for c in cases]
+    names = [n for n in cases[0]["ms"] if n != "dense-sdpa"]
+    fig, ax = plt.subplots(figsize=(max(6, len(cases) * 0.9), 4))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        speedups = [c["ms"]["dense-sdpa"]["median_ms"] / c["ms"][name]["median_ms"] for c in cases]
+        ax.bar([x + i * width for x in range(len(cases))], speedups, width, label=name)
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.axhline(results["flops_ratio"], color="gray", ls="--", lw=0.8, label=f"FLOPs ratio {results['flops_ratio']:.2f}")
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(cases))], labels, fontsize=7)
+    ax.set_ylabel("speed-up over dense sdpa")
+    ax.set_title(f"{results['device']}: compact ({results['compact_source']}) vs dense")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=str(Path(slimbert.__file__).parent / "demo" / "teacher"), help="dense QA model")
+    p.add_argument("--pruned", default=None, help="compact model folder (default: random structure at --target)")
+    p.add_argument("--target", type=float, default=0.5)
+    p.add_argument("--batches", default=None, help="comma list (default 1,8,32 on GPU, 1,8 on CPU)")
+    p.add_argument("--seqs", default="128,384")
+    p.add_argument("--dtypes", default=None, help="comma list (default fp16,bf16,fp32 on GPU, fp32 on CPU)")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--out", default=None, help="results JSON path (default bench/results/<device>-<date>.json)")
+    args = p.parse_args(argv)
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    batches = [int(b) for b in (args.batches or ("1,8,32" if cuda else "1,8")).split(",")]
+    seqs = [int(s) for s in args.seqs.split(",")]
+    dtypes = (args.dtypes or ("fp16,bf16,fp32" if cuda else "fp32")).split(",")
+    repeats = args.repeats or (30 if cuda else 6)
+
+    teacher = AutoModelForQuestionAnswering.from_pretrained(args.model, dtype=torch.float32).eval()
+    if args.pruned:
+        compact, source = AutoModelForQuestionAnswering.from_pretrained(args.pruned, dtype=torch.float32), args.pruned
+    else:
+        compact, source = random_structure(teacher, args.target), f"random structure at target {args.target}"
+    report = model_report(compact, seq_len=384)
+
+    cases = []
+    for dname in dtypes:
+        dtype = DTYPES[dname]
+        if not cuda and dtype != torch.float32:
+            continue
+        dense_eager = AutoModelForQuestionAnswering.from_pretrained(args.model, dtype=dtype, attn_implementation="eager")
+        dense_sdpa = AutoModelForQuestionAnswering.from_pretrained(args.model, dtype=dtype, attn_implementation="sdpa")
+        small = compact.to(dtype)
+        variants = {
+            "dense-eager": (dense_eager.to(device).eval(), "torch"),
+            "dense-sdpa": (dense_sdpa.to(device).eval(), "torch"),
+            "compact-torch": (small.to(device).eval(), "torch"),
+        }
+        if cuda:
+            variants["compact-triton"] = (small, "auto")
+        for b in batches:
+            for s in seqs:
+                ms = run_case(variants, b, s, dtype, repeats)
+                cases.append({"dtype": dname, "batch": b, "seq": s, "ms": ms})
+                row = "  ".join(f"{n} {v['median_ms']:8.2f}" for n, v in ms.items())
+                print(f"{dname} b{b:<3} s{s:<4} {row}  speed-up {ms['dense-sdpa']['median_ms'] / ms['compact-torch']['median_ms']:.2f}x", flush=True)
+
+    results = {
+        "device": device_name(),
+        "date": dt.date.today().isoformat(),
+        "torch": torch.__version__,
+        "command": " ".join(["python", "bench/latency.py", *(argv if argv is not None else sys.argv[1:])]),
+        "compact_source": source,
+        "num_heads": compact.config.num_heads,
+        "ffn_dims": compact.config.ffn_dims,
+        "params_dense": sum(p.numel() for p in teacher.parameters()),
+        "params_compact": sum(p.numel() for p in compact.parameters()),
+        "flops_ratio": report["flops_ratio"],
+        "cases": cases,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    out = Path(args.out) if args.out else RESULTS / f"{results['device']}-{results['date']}.json"
+    out.write_text(json.dumps(results, indent=2))
+    plot(results, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
