@@ -105,21 +105,22 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, model) -> None:
             raise DataError(f"tokenizer has no {tok[:-3]}; it is not a BERT/RoBERTa QA tokenizer")
 
 
-def _tokenize(examples, tokenizer, max_length: int, doc_stride: int):
+def tokenize_windows(tokenizer, questions, contexts, max_length: int, doc_stride: int, **kwargs):
+    """Question + context windows (context truncated with a stride), with offsets, unpadded by default."""
     if tokenizer.padding_side != "right":
         raise DataError("the tokenizer must pad on the right (question first, context second)")
     if not 0 <= doc_stride < max_length // 2:
         raise DataError(f"doc_stride ({doc_stride}) must be below max_length/2 ({max_length // 2}); lower --doc-stride")
     try:
         return tokenizer(
-            [q.lstrip() for q in examples["question"]],
-            examples["context"],
+            [q.lstrip() for q in questions],
+            contexts,
             truncation="only_second",
             max_length=max_length,
             stride=doc_stride,
             return_overflowing_tokens=True,
             return_offsets_mapping=True,
-            padding=False,
+            **({"padding": False} | kwargs),
         )
     except Exception as e:  # the tokenizers library's errors name neither the question nor the fix
         raise DataError(
@@ -128,11 +129,16 @@ def _tokenize(examples, tokenizer, max_length: int, doc_stride: int):
         ) from e
 
 
+def context_offsets(enc, i: int) -> list:
+    """Window ``i``'s (start, end) character offsets, None for tokens outside the context."""
+    return [[int(o[0]), int(o[1])] if s == 1 else None for o, s in zip(enc["offset_mapping"][i], enc.sequence_ids(i))]
+
+
 def training_features(examples, tokenizer, max_length: int = 384, doc_stride: int = 128) -> datasets.Dataset:
     """Windows with ``start_positions``/``end_positions`` (CLS when the answer is not inside)."""
 
     def prepare(batch):
-        enc = _tokenize(batch, tokenizer, max_length, doc_stride)
+        enc = tokenize_windows(tokenizer, batch["question"], batch["context"], max_length, doc_stride)
         starts, ends = [], []
         for i, offsets in enumerate(enc["offset_mapping"]):
             answers = batch["answers"][enc["overflow_to_sample_mapping"][i]]
@@ -159,12 +165,11 @@ def eval_features(examples, tokenizer, max_length: int = 384, doc_stride: int = 
     """Windows with ``example_id`` and ``offset_mapping`` (None outside the context) for post-processing."""
 
     def prepare(batch):
-        enc = _tokenize(batch, tokenizer, max_length, doc_stride)
+        enc = tokenize_windows(tokenizer, batch["question"], batch["context"], max_length, doc_stride)
         ids = []
         for i in range(len(enc["input_ids"])):
-            seq_ids = enc.sequence_ids(i)
             ids.append(batch["id"][enc["overflow_to_sample_mapping"][i]])
-            enc["offset_mapping"][i] = [o if seq_ids[j] == 1 else None for j, o in enumerate(enc["offset_mapping"][i])]
+            enc["offset_mapping"][i] = context_offsets(enc, i)
         enc["example_id"] = ids
         enc.pop("overflow_to_sample_mapping")
         return enc

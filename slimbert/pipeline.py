@@ -15,7 +15,7 @@ import numpy as np
 from transformers import AutoModelForQuestionAnswering, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .data import MODEL_INPUTS
+from .data import MODEL_INPUTS, context_offsets, tokenize_windows
 from .metrics import postprocess_predictions
 
 TASK = "extractive-question-answering"
@@ -46,21 +46,10 @@ class ExtractiveQAPipeline(Pipeline):
     def preprocess(self, inputs, max_length: int = 384, doc_stride: int = 128):
         if not isinstance(inputs, dict) or not {"question", "context"} <= set(inputs):
             raise ValueError("each input must be a dict with 'question' and 'context'")
-        enc = self.tokenizer(
-            inputs["question"].lstrip(),
-            inputs["context"],
-            truncation="only_second",
-            max_length=max_length,
-            stride=doc_stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-            padding=True,
-            return_tensors="pt",
+        enc = tokenize_windows(
+            self.tokenizer, [inputs["question"]], [inputs["context"]], max_length, doc_stride, padding=True, return_tensors="pt"
         )
-        offsets = [
-            [o.tolist() if s == 1 else None for o, s in zip(enc["offset_mapping"][i], enc.sequence_ids(i))]
-            for i in range(len(enc["input_ids"]))
-        ]
+        offsets = [context_offsets(enc, i) for i in range(len(enc["input_ids"]))]
         model_inputs = {k: enc[k] for k in MODEL_INPUTS if k in enc}
         return {"model_inputs": model_inputs, "offsets": offsets, "context": inputs["context"]}
 
