@@ -1,5 +1,5 @@
-"""Shared launch helpers: the guarded triton import, ``use_triton``, block-size / num_warps heuristics,
-the dot-product helper every kernel uses, and the ``ensure_contiguous`` decorator."""
+"""Shared launch helpers: the guarded triton import, ``use_triton``, the dot operand dtype /
+precision choices, block-size / num_warps heuristics and the ``ensure_contiguous`` decorator."""
 
 import functools
 import os
@@ -16,6 +16,9 @@ except ImportError:  # CPU-only install: kernels never launch, but their modules
     HAS_TRITON = False
     triton = SimpleNamespace(jit=lambda fn=None, **_: fn if fn is not None else (lambda f: f))
     tl = SimpleNamespace(constexpr=None)
+
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # others run the references
 
 
 def is_interpreting() -> bool:
@@ -60,34 +63,34 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "tf32"  # ignored by the backend for fp16 / bf16 operands
 
 
-def upcast_dot(dtype: torch.dtype) -> bool:
-    """The interpreter's tl.dot multiplies bf16 as raw uint16 bits; feed it fp32 instead.
+def dot_dtype(dtype: torch.dtype):
+    """Operand dtype the kernels feed tl.dot (their ``DOT`` constexpr): the input dtype, except
+    bf16 under the interpreter, whose tl.dot multiplies bf16 as raw uint16 bits.
 
-    bf16 -> fp32 is exact and the GPU accumulates bf16 products in fp32 anyway, so the result
-    matches what the compiled kernel computes.
+    Kernels round to the input dtype first and then cast to ``DOT``; bf16 -> fp32 is exact and the
+    GPU accumulates bf16 products in fp32 anyway, so the interpreter matches the compiled kernel.
     """
-    return dtype == torch.bfloat16 and is_interpreting()
-
-
-@triton.jit
-def mma(a, b, acc, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    """acc + a @ b with an fp32 accumulator."""
-    if UPCAST:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision=PRECISION)
+    if dtype == torch.bfloat16 and is_interpreting():
+        return tl.float32
+    return {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}[dtype]
 
 
 # ---------------------------------------------------------------------------------------------
-# Block-size heuristics. Under the interpreter blocks are kept at the 16 minimum so that the
-# small test shapes still span several tiles and exercise every edge mask and loop carry.
+# Block-size heuristics. Under the interpreter blocks are kept small (32 rows) so that the small
+# test shapes (T = 33, F = 37, 397) still span several tiles and hit every edge mask and loop carry.
+# On GPUs every config stays under ~96 KiB of shared memory (checked by compiling for sm_80 /
+# sm_90), so it also fits consumer parts (99 KiB per block); fp32 operands take smaller tiles.
 # ---------------------------------------------------------------------------------------------
 
 
-def attention_fwd_config(head_dim: int) -> dict:
+def attention_fwd_config(head_dim: int, dtype: torch.dtype) -> dict:
     block_d = next_pow2(head_dim)
     if is_interpreting():
-        return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_D=block_d, num_warps=4, num_stages=1)
+        return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=block_d, num_warps=4, num_stages=1)
+    if dtype == torch.float32:
+        if block_d <= 64:
+            return dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=block_d, num_warps=4, num_stages=2)
+        return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=block_d, num_warps=4 if block_d <= 128 else 8, num_stages=1)
     if block_d <= 64:
         return dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=block_d, num_warps=4, num_stages=3)
     if block_d <= 128:
@@ -95,10 +98,14 @@ def attention_fwd_config(head_dim: int) -> dict:
     return dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=block_d, num_warps=8, num_stages=2)
 
 
-def attention_bwd_config(head_dim: int) -> dict:
+def attention_bwd_config(head_dim: int, dtype: torch.dtype) -> dict:
     block_d = next_pow2(head_dim)
     if is_interpreting():
-        return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_D=block_d, num_warps=4, num_stages=1)
+        return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=block_d, num_warps=4, num_stages=1)
+    if dtype == torch.float32:
+        if block_d <= 64:
+            return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=block_d, num_warps=4, num_stages=2)
+        return dict(BLOCK_M=16, BLOCK_N=32, BLOCK_D=block_d, num_warps=4 if block_d <= 128 else 8, num_stages=1)
     if block_d <= 64:
         return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=block_d, num_warps=4, num_stages=2)
     if block_d <= 128:
@@ -106,13 +113,13 @@ def attention_bwd_config(head_dim: int) -> dict:
     return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=block_d, num_warps=8, num_stages=1)
 
 
-def matmul_config(M: int, N: int, K: int) -> dict:
+def matmul_config(M: int, N: int, K: int, dtype: torch.dtype) -> dict:
     if is_interpreting():
         return dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, GROUP_M=4, num_warps=4, num_stages=1)
     # Skinny problems (few tokens at inference) waste most of a 128-row tile.
     block_m = 128 if M > 64 else 64 if M > 32 else 32 if M > 16 else 16
     block_n = 128 if N >= 128 else 64
-    block_k = 64 if K >= 64 else 32
+    block_k = 64 if K >= 64 and dtype != torch.float32 else 32
     num_warps = 8 if block_m * block_n >= 128 * 128 else 4
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=num_warps,
-                num_stages=3)
+                num_stages=3 if dtype != torch.float32 else 2)

@@ -20,13 +20,13 @@ import math
 import torch
 
 from ._utils import (
+    SUPPORTED_DTYPES,
     attention_bwd_config,
     attention_fwd_config,
+    dot_dtype,
     dot_precision,
-    mma,
     tl,
     triton,
-    upcast_dot,
     use_triton,
 )
 
@@ -51,7 +51,7 @@ def _attn_fwd_kernel(
     stride_mb, stride_mt,
     HAS_MASK: tl.constexpr, HAS_SCALE: tl.constexpr, STORE_RAW: tl.constexpr,
     STORE_LSE: tl.constexpr, IS_VARLEN: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    DOT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -73,7 +73,7 @@ def _attn_fwd_kernel(
 
     q_ptrs = (Q + b * stride_qb + h * stride_qh + (start + offs_m)[:, None] * stride_qt
               + offs_d[None, :] * stride_qd)
-    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0).to(DOT)
     # K is read transposed, (BLOCK_D, BLOCK_N), so the score tile is a plain q @ kT.
     kt_base = K + b * stride_kb + h * stride_kh + start * stride_kt + offs_d[:, None] * stride_kd
     v_base = V + b * stride_vb + h * stride_vh + start * stride_vt + offs_d[None, :] * stride_vd
@@ -91,8 +91,8 @@ def _attn_fwd_kernel(
             keep = tl.load(KeyMask + b * stride_mb + cols * stride_mt, mask=col_ok, other=0)
             col_ok = col_ok & (keep != 0)
         kt = tl.load(kt_base + cols[None, :] * stride_kt, mask=d_ok[:, None] & (cols < seq_len)[None, :],
-                     other=0.0)
-        s = mma(q, kt, tl.zeros((BLOCK_M, BLOCK_N), tl.float32), UPCAST, PRECISION) * qk_scale
+                     other=0.0).to(DOT)
+        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
         s = tl.where(col_ok[None, :], s, float("-inf"))
 
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -104,8 +104,9 @@ def _attn_fwd_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
 
         v = tl.load(v_base + cols[:, None] * stride_vt, mask=(cols < seq_len)[:, None] & d_ok[None, :],
-                    other=0.0)
-        acc = mma(p.to(v.dtype), v, acc * alpha[:, None], UPCAST, PRECISION)
+                    other=0.0).to(DOT)
+        p = p.to(V.dtype.element_ty).to(DOT)  # rounded to the input precision, as on the GPU
+        acc = tl.dot(p, v, acc * alpha[:, None], input_precision=PRECISION)
         m_i = m_new
 
     # Rows with no real key have l = 0 and acc = 0: dividing by 1 returns exact zeros.
@@ -165,7 +166,7 @@ def _attn_bwd_dkdv_kernel(
     stride_db, stride_dh, stride_dt, stride_dd,
     stride_mb, stride_mt,
     HAS_MASK: tl.constexpr, HAS_SCALE: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    DOT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     # One program owns a block of keys and sweeps all queries, so dk / dv need no atomics.
@@ -184,10 +185,12 @@ def _attn_bwd_dkdv_kernel(
         col_ok = col_ok & (keep != 0)
 
     k = tl.load(K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :] * stride_kd,
-                mask=kv_mask, other=0.0)
+                mask=kv_mask, other=0.0).to(DOT)
     v = tl.load(V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :] * stride_vd,
-                mask=kv_mask, other=0.0)
+                mask=kv_mask, other=0.0).to(DOT)
 
+    # The gate is a per-head scalar: the dots use the raw upstream gradient and the gate is applied
+    # to their fp32 results, so gating adds no rounding of dO to the input precision.
     if HAS_SCALE:
         gate = tl.load(HeadScale + h).to(tl.float32)
     q_base = Q + b * stride_qb + h * stride_qh + offs_d[None, :] * stride_qd
@@ -200,23 +203,24 @@ def _attn_bwd_dkdv_kernel(
         rows = m0 + offs_m
         row_ok = rows < seq_len
         q_mask = row_ok[:, None] & d_ok[None, :]
-        q = tl.load(q_base + rows[:, None] * stride_qt, mask=q_mask, other=0.0)
-        do = tl.load(do_base + rows[:, None] * stride_gt, mask=q_mask, other=0.0)
-        if HAS_SCALE:  # gradient reaching the un-gated output
-            do = do.to(tl.float32) * gate
-        do = do.to(q.dtype)
+        q = tl.load(q_base + rows[:, None] * stride_qt, mask=q_mask, other=0.0).to(DOT)
+        do = tl.load(do_base + rows[:, None] * stride_gt, mask=q_mask, other=0.0).to(Q.dtype.element_ty).to(DOT)
         lse = tl.load(Lse + stat_base + rows, mask=row_ok, other=0.0)
         delta = tl.load(Delta + stat_base + rows, mask=row_ok, other=0.0)
 
         # Transposed tiles, (BLOCK_N, BLOCK_M): keys on rows, queries on columns.
-        st = mma(k, tl.trans(q), tl.zeros((BLOCK_N, BLOCK_M), tl.float32), UPCAST, PRECISION)
+        st = tl.dot(k, tl.trans(q), input_precision=PRECISION)
         pt = tl.where(col_ok[:, None] & row_ok[None, :], tl.exp2(st * qk_scale - lse[None, :]), 0.0)
-        dv = mma(pt.to(do.dtype), do, dv, UPCAST, PRECISION)
-        dpt = mma(v, tl.trans(do), tl.zeros((BLOCK_N, BLOCK_M), tl.float32), UPCAST, PRECISION)
+        dv = tl.dot(pt.to(Q.dtype.element_ty).to(DOT), do, dv, input_precision=PRECISION)
+        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+        if HAS_SCALE:
+            dpt = dpt * gate
         dst = pt * (dpt - delta[None, :])
-        dk = mma(dst.to(q.dtype), q, dk, UPCAST, PRECISION)
+        dk = tl.dot(dst.to(Q.dtype.element_ty).to(DOT), q, dk, input_precision=PRECISION)
 
     dk = dk * sm_scale
+    if HAS_SCALE:
+        dv = dv * gate
     d_offs = b * stride_db + h * stride_dh + offs_n[:, None] * stride_dt + offs_d[None, :] * stride_dd
     tl.store(DK + d_offs, dk.to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + d_offs, dv.to(DV.dtype.element_ty), mask=kv_mask)
@@ -233,7 +237,7 @@ def _attn_bwd_dq_kernel(
     stride_db, stride_dh, stride_dt, stride_dd,
     stride_mb, stride_mt,
     HAS_MASK: tl.constexpr, HAS_SCALE: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    DOT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     # One program owns a block of queries and sweeps all keys (dq is written exactly once).
@@ -249,12 +253,11 @@ def _attn_bwd_dq_kernel(
     q_mask = row_ok[:, None] & d_ok[None, :]
 
     q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :] * stride_qd,
-                mask=q_mask, other=0.0)
+                mask=q_mask, other=0.0).to(DOT)
     do = tl.load(DOut + b * stride_gb + h * stride_gh + offs_m[:, None] * stride_gt + offs_d[None, :] * stride_gd,
-                 mask=q_mask, other=0.0)
-    if HAS_SCALE:  # gradient reaching the un-gated output
-        do = do.to(tl.float32) * tl.load(HeadScale + h).to(tl.float32)
-    do = do.to(q.dtype)
+                 mask=q_mask, other=0.0).to(Q.dtype.element_ty).to(DOT)
+    if HAS_SCALE:  # applied to dp in fp32, see _attn_bwd_dkdv_kernel
+        gate = tl.load(HeadScale + h).to(tl.float32)
     stat_offs = pid_bh.to(tl.int64) * seq_len + offs_m
     lse = tl.load(Lse + stat_offs, mask=row_ok, other=0.0)
     delta = tl.load(Delta + stat_offs, mask=row_ok, other=0.0)
@@ -270,14 +273,16 @@ def _attn_bwd_dq_kernel(
             keep = tl.load(KeyMask + b * stride_mb + cols * stride_mt, mask=col_in, other=0)
             col_ok = col_ok & (keep != 0)
         kv_mask = col_in[:, None] & d_ok[None, :]
-        k = tl.load(k_base + cols[:, None] * stride_kt, mask=kv_mask, other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vt, mask=kv_mask, other=0.0)
+        k = tl.load(k_base + cols[:, None] * stride_kt, mask=kv_mask, other=0.0).to(DOT)
+        v = tl.load(v_base + cols[:, None] * stride_vt, mask=kv_mask, other=0.0).to(DOT)
 
-        s = mma(q, tl.trans(k), tl.zeros((BLOCK_M, BLOCK_N), tl.float32), UPCAST, PRECISION)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
         p = tl.where(row_ok[:, None] & col_ok[None, :], tl.exp2(s * qk_scale - lse[:, None]), 0.0)
-        dp = mma(do, tl.trans(v), tl.zeros((BLOCK_M, BLOCK_N), tl.float32), UPCAST, PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        if HAS_SCALE:
+            dp = dp * gate
         ds = p * (dp - delta[:, None])
-        dq = mma(ds.to(k.dtype), k, dq, UPCAST, PRECISION)
+        dq = tl.dot(ds.to(Q.dtype.element_ty).to(DOT), k, dq, input_precision=PRECISION)
 
     dq = dq * sm_scale
     tl.store(DQ + b * stride_db + h * stride_dh + offs_m[:, None] * stride_dt + offs_d[None, :] * stride_dd,
@@ -314,7 +319,7 @@ def _attn_fwd(q, k, v, key_padding_mask, head_scale, scaling, store_lse, store_r
     if out.numel() == 0:
         return out, out_raw, lse
     mask, stride_mb, stride_mt = _mask_args(key_padding_mask)
-    cfg = attention_fwd_config(d)
+    cfg = attention_fwd_config(d, q.dtype)
     grid = (triton.cdiv(T, cfg["BLOCK_M"]), B * H)
     _attn_fwd_kernel[grid](
         q, k, v, out, out_raw, lse, mask, head_scale, None,
@@ -324,7 +329,7 @@ def _attn_fwd(q, k, v, key_padding_mask, head_scale, scaling, store_lse, store_r
         stride_mb, stride_mt,
         HAS_MASK=mask is not None, HAS_SCALE=head_scale is not None, STORE_RAW=store_raw,
         STORE_LSE=store_lse, IS_VARLEN=False,
-        UPCAST=upcast_dot(q.dtype), PRECISION=dot_precision(q.dtype), **cfg,
+        DOT=dot_dtype(q.dtype), PRECISION=dot_precision(q.dtype), **cfg,
     )
     return out, out_raw, lse
 
@@ -338,7 +343,7 @@ def _attn_varlen_fwd(q, k, v, cu_seqlens, max_seqlen, head_scale, scaling):
     if out.numel() == 0 or B <= 0 or max_seqlen <= 0:
         return out
     cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
-    cfg = attention_fwd_config(d)
+    cfg = attention_fwd_config(d, q.dtype)
     grid = (triton.cdiv(max_seqlen, cfg["BLOCK_M"]), B * H)
     # Packed (total, H, d) tensors: batch stride 0, the token stride plays the time stride.
     _attn_fwd_kernel[grid](
@@ -350,7 +355,7 @@ def _attn_varlen_fwd(q, k, v, cu_seqlens, max_seqlen, head_scale, scaling):
         0, out.stride(1), out.stride(0), out.stride(2),
         0, 0,
         HAS_MASK=False, HAS_SCALE=head_scale is not None, STORE_RAW=False, STORE_LSE=False, IS_VARLEN=True,
-        UPCAST=upcast_dot(q.dtype), PRECISION=dot_precision(q.dtype), **cfg,
+        DOT=dot_dtype(q.dtype), PRECISION=dot_precision(q.dtype), **cfg,
     )
     return out
 
@@ -367,7 +372,7 @@ def _attn_bwd(dout, q, k, v, out_saved, lse, key_padding_mask, head_scale, scali
     delta = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
     drow = torch.empty_like(delta) if need_dhead else None
     mask, stride_mb, stride_mt = _mask_args(key_padding_mask)
-    cfg = attention_bwd_config(d)
+    cfg = attention_bwd_config(d, q.dtype)
     block_m, block_n, block_d = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_D"]
     launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     # dout and out_saved are (B, T, H, d): the kernels take (b, h, t, d) strides.
@@ -382,7 +387,7 @@ def _attn_bwd(dout, q, k, v, out_saved, lse, key_padding_mask, head_scale, scali
             *q.stride(), *k.stride(), *v.stride(), *g_strides, *dq.stride(), stride_mb, stride_mt)
     flags = dict(
         HAS_MASK=mask is not None, HAS_SCALE=head_scale is not None,
-        UPCAST=upcast_dot(q.dtype), PRECISION=dot_precision(q.dtype),
+        DOT=dot_dtype(q.dtype), PRECISION=dot_precision(q.dtype),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, **launch,
     )
     _attn_bwd_dkdv_kernel[(triton.cdiv(T, block_n), B * H)](q, k, v, dout, dk, dv, *args, **flags)
@@ -429,7 +434,7 @@ def attention(q, k, v, key_padding_mask=None, head_scale=None, scaling=None):
     """
     if scaling is None:
         scaling = q.shape[-1] ** -0.5
-    if not use_triton(q) or q.numel() == 0:
+    if not use_triton(q) or q.dtype not in SUPPORTED_DTYPES or q.numel() == 0:
         return reference_attention(q, k, v, key_padding_mask, head_scale, scaling)
     # Casts happen outside the Function so autograd returns grads in the callers' dtypes.
     k, v = k.to(q.dtype), v.to(q.dtype)
@@ -446,7 +451,7 @@ def attention_varlen(q, k, v, cu_seqlens, max_seqlen, head_scale=None, scaling=N
         scaling = q.shape[-1] ** -0.5
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (q, k, v, head_scale))
-    if needs_grad or not use_triton(q):
+    if needs_grad or not use_triton(q) or q.dtype not in SUPPORTED_DTYPES:
         return reference_attention_varlen(q, k, v, cu_seqlens, max_seqlen, head_scale, scaling)
     gate = head_scale.contiguous() if head_scale is not None else None
     return _attn_varlen_fwd(q, k.to(q.dtype), v.to(q.dtype), cu_seqlens, int(max_seqlen), gate, float(scaling))

@@ -15,7 +15,16 @@ recomputed with a matmul. Any intermediate width works, including odd widths and
 import torch
 import torch.nn.functional as F
 
-from ._utils import dot_precision, ensure_contiguous, matmul_config, mma, tl, triton, upcast_dot, use_triton
+from ._utils import (
+    SUPPORTED_DTYPES,
+    dot_dtype,
+    dot_precision,
+    ensure_contiguous,
+    matmul_config,
+    tl,
+    triton,
+    use_triton,
+)
 
 
 @triton.jit
@@ -24,7 +33,7 @@ def _linear_kernel(
     M, N, K,
     stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
     HAS_BIAS: tl.constexpr, HAS_KSCALE: tl.constexpr, GELU: tl.constexpr, STORE_PREACT: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    DOT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """C = epilogue((A * kscale[None, :]) @ B + bias) for A (M, K), B (K, N), fp32 accumulation."""
@@ -54,8 +63,8 @@ def _linear_kernel(
         b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
         if HAS_KSCALE:  # gate the intermediate columns in the operand's own precision, as torch would
             s = tl.load(KScale + k0 + offs_k, mask=k_ok, other=0.0).to(tl.float32)
-            a = (a.to(tl.float32) * s[None, :]).to(b.dtype)
-        acc = mma(a, b, acc, UPCAST, PRECISION)
+            a = (a.to(tl.float32) * s[None, :]).to(A.dtype.element_ty)
+        acc = tl.dot(a.to(DOT), b.to(DOT), acc, input_precision=PRECISION)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
 
@@ -81,7 +90,7 @@ def _linear(a, weight, bias, k_scale=None, gelu=False, store_preact=False):
     pre = torch.empty_like(out) if store_preact else None
     if out.numel() == 0:
         return out, pre
-    cfg = matmul_config(M, N, K)
+    cfg = matmul_config(M, N, K, a.dtype)
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     _linear_kernel[grid](
         a, weight, out, bias, k_scale, pre,
@@ -89,7 +98,7 @@ def _linear(a, weight, bias, k_scale=None, gelu=False, store_preact=False):
         a.stride(0), a.stride(1), weight.stride(1), weight.stride(0),  # B = weight.T, no copy
         out.stride(0), out.stride(1),
         HAS_BIAS=bias is not None, HAS_KSCALE=k_scale is not None, GELU=gelu, STORE_PREACT=store_preact,
-        UPCAST=upcast_dot(a.dtype), PRECISION=dot_precision(a.dtype), **cfg,
+        DOT=dot_dtype(a.dtype), PRECISION=dot_precision(a.dtype), **cfg,
     )
     return out, pre
 
@@ -148,7 +157,7 @@ def ffn(x, w1, b1, w2, b2, unit_scale=None):
     (differentiable) or None; biases may be None. Exact erf GELU. Runs the Triton kernels when
     ``use_triton(x)``, else ``reference_ffn``.
     """
-    if not use_triton(x):
+    if not use_triton(x) or x.dtype not in SUPPORTED_DTYPES:
         return reference_ffn(x, w1, b1, w2, b2, unit_scale)
     # Casts happen outside the Function so autograd returns grads in the callers' dtypes.
     w1, b1, w2, b2 = (t if t is None else t.to(x.dtype) for t in (w1, b1, w2, b2))

@@ -15,6 +15,9 @@ from .config import PruneConfig, TrainConfig
 from .data import load_squad
 from .evaluate import evaluate
 from .gates import add_gates, deterministic_size, expected_size, get_gates, snap_gates
+from .nq import load_nq, squad_to_nq
+from .nq_evaluate import evaluate_nq
+from .nq_model import nq_model_from
 from .train import PruneResult, prune
 
 __all__ = [
@@ -27,10 +30,14 @@ __all__ = [
     "collapse",
     "deterministic_size",
     "evaluate",
+    "evaluate_nq",
     "expected_size",
     "get_gates",
+    "load_nq",
     "load_squad",
+    "nq_model_from",
     "prune",
     "snap_gates",
+    "squad_to_nq",
 ]
 __version__ = "0.1.0"

@@ -1,9 +1,11 @@
-"""The ``slimbert`` command: prune | eval | report | demo.
+"""The ``slimbert`` command: prune | eval | report | demo | convert.
 
     slimbert prune --model M --train T.json --eval D.json --target 0.5 --out runs/p50
     slimbert eval --model runs/p50 --data D.json          # one JSON line
     slimbert report --model runs/p50                      # per-layer heads/FFN, params, FLOPs
     slimbert demo                                         # the README's embedded default
+    slimbert convert squad-to-nq IN.json OUT.jsonl.gz     # SQuAD 2.0 as Natural Questions lines
+    slimbert prune --task nq --train T.jsonl.gz ...       # and eval --task nq: Natural Questions
 
 ``prune`` flags map one-to-one onto the fields of PruneConfig and TrainConfig.
 """
@@ -82,11 +84,17 @@ def cmd_prune(args) -> dict:
         raise CliError(f"{out} exists and is not empty; pass --overwrite to reuse it, or --resume to continue a run there")
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, model)
+    train, evl = args.train, args.eval
+    if args.task == "nq":  # read here so --skip-bad-lines reaches the reader
+        from .nq import load_nq
+
+        train = load_nq(args.train, split="train", skip_bad=args.skip_bad_lines)
+        evl = load_nq(args.eval, skip_bad=args.skip_bad_lines) if args.eval is not None else None
     result = prune(
         model,
         _pick(args, PruneConfig),
-        train_data=args.train,
-        eval_data=args.eval,
+        train_data=train,
+        eval_data=evl,
         tokenizer=tokenizer,
         train_cfg=_pick(args, TrainConfig),
         out_dir=out,
@@ -103,10 +111,23 @@ def cmd_eval(args) -> dict:
 
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, model)
+    if args.task == "nq":
+        from .nq import load_nq
+        from .nq_evaluate import evaluate_nq
+
+        examples = load_nq(args.data, limit=args.max_examples, skip_bad=args.skip_bad_lines)
+        scores = evaluate_nq(model, tokenizer, examples, args.batch_size, args.max_length, args.doc_stride, args.null_threshold)
+        return {k: v for k, v in scores.items() if "best_precision" not in k and "best_recall" not in k}
     examples = load_squad(args.data, split="validation", limit=args.max_examples)
     scores = evaluate(model, tokenizer, examples, args.batch_size, args.max_length, args.doc_stride, args.null_threshold)
     keys = ["exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_exact", "best_f1_thresh", "n", "seconds"]
     return {k: scores[k] for k in keys if k in scores}
+
+
+def cmd_convert(args) -> dict:
+    from .nq import squad_to_nq
+
+    return squad_to_nq(args.src, args.dst, limit=args.limit)
 
 
 def cmd_report(args) -> dict:
@@ -131,18 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("prune", help="learn gates toward a target size with distillation, collapse, save")
     pr.add_argument("--model", required=True, help="folder of a BERT/RoBERTa QA model (the teacher)")
-    pr.add_argument("--train", default=None, help="SQuAD 2.0 JSON (default: the hub's squad_v2)")
-    pr.add_argument("--eval", default=None, help="SQuAD 2.0 JSON to evaluate on (optional)")
+    pr.add_argument("--train", default=None, help="SQuAD 2.0 JSON, or NQ JSON lines with --task nq (default: the hub)")
+    pr.add_argument("--eval", default=None, help="SQuAD 2.0 JSON (NQ JSON lines with --task nq) to evaluate on (optional)")
     pr.add_argument("--out", required=True, help="folder for the compact model and checkpoints")
     pr.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     pr.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint in --out")
+    pr.add_argument("--skip-bad-lines", action="store_true", help="--task nq: skip and count malformed lines instead of stopping")
     _add_dataclass_flags(pr, PruneConfig)
     _add_dataclass_flags(pr, TrainConfig)
     pr.set_defaults(fn=cmd_prune)
 
-    ev = sub.add_parser("eval", help="SQuAD 2.0 EM/F1 of a model (one JSON line)")
+    ev = sub.add_parser("eval", help="SQuAD 2.0 EM/F1, or NQ long/short P/R/F1, of a model (one JSON line)")
     ev.add_argument("--model", required=True)
-    ev.add_argument("--data", default=None, help="SQuAD 2.0 JSON (default: the hub's squad_v2 validation)")
+    ev.add_argument("--task", choices=["squad", "nq"], default="squad")
+    ev.add_argument("--data", default=None, help="SQuAD 2.0 JSON, or NQ JSON lines with --task nq (default: the hub)")
+    ev.add_argument("--skip-bad-lines", action="store_true", help="--task nq: skip and count malformed lines instead of stopping")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--max-length", type=int, default=384)
     ev.add_argument("--doc-stride", type=int, default=128)
@@ -155,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seq-len", type=int, default=384)
     rp.add_argument("--json", action="store_true", help="print only the JSON")
     rp.set_defaults(fn=cmd_report)
+
+    cv = sub.add_parser("convert", help="convert data between formats: squad-to-nq IN.json OUT.jsonl[.gz]")
+    cv.add_argument("kind", choices=["squad-to-nq"])
+    cv.add_argument("src", help="SQuAD 2.0 JSON file")
+    cv.add_argument("dst", help="NQ JSON-lines file to write (gzip when it ends in .gz)")
+    cv.add_argument("--limit", type=int, default=0, help="questions to convert (0: all)")
+    cv.set_defaults(fn=cmd_convert)
 
     dm = sub.add_parser("demo", help="prune the vendored small SQuAD 2.0 model on a vendored slice (CPU, ~10 min)")
     dm.add_argument("--out", default="runs/demo")

@@ -1,15 +1,18 @@
 """The compact model: a BERT/RoBERTa QA model whose every layer has its own head count and FFN width.
 
-``SlimBertConfig`` (model_type ``slimbert``) is the base config plus ``base_model_type`` and the
-per-layer lists ``num_heads`` and ``ffn_dims``. ``SlimBertForQuestionAnswering`` builds the
-library's own ``BertModel``/``RobertaModel`` and only resizes Linear layers; a layer with no heads
-swaps its self-attention for :class:`NoHeads`, because transformers' ``view(..., -1, d_h)`` cannot
-infer a size from an empty tensor. Both are registered with the Auto classes on ``import slimbert``.
+``SlimBertConfig`` (model_type ``slimbert``) is the base config plus ``base_model_type``, the
+per-layer lists ``num_heads`` and ``ffn_dims``, and ``num_answer_types`` (> 0 adds the Natural
+Questions answer-type head on the first token, slimbert/nq_model.py).
+``SlimBertForQuestionAnswering`` builds the library's own ``BertModel``/``RobertaModel`` and only
+resizes Linear layers; a layer with no heads swaps its self-attention for :class:`NoHeads`, because
+transformers' ``view(..., -1, d_h)`` cannot infer a size from an empty tensor. Both are registered
+with the Auto classes on ``import slimbert``.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 from safetensors import SafetensorError
@@ -43,6 +46,7 @@ class SlimBertConfig(PreTrainedConfig):
     num_attention_heads: int = 12  # of the unpruned model: fixes the head size d / H
     intermediate_size: int = 3072
     vocab_size: int = 30522
+    num_answer_types: int = 0  # > 0: an answer-type classifier on the first token (NQ)
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -56,15 +60,25 @@ class SlimBertConfig(PreTrainedConfig):
 
     @classmethod
     def from_base(cls, base: PreTrainedConfig, num_heads: list[int], ffn_dims: list[int]) -> SlimBertConfig:
-        fields = {k: v for k, v in base.to_dict().items() if k not in ("model_type", "architectures", "transformers_version")}
-        return cls(base_model_type=base.model_type, num_heads=list(num_heads), ffn_dims=list(ffn_dims), **fields)
+        drop = ("model_type", "architectures", "transformers_version", "num_heads", "ffn_dims")
+        fields = {k: v for k, v in base.to_dict().items() if k not in drop}
+        # A SlimBertConfig (a dense or once-pruned compact model) keeps its own base type.
+        base_type = fields.pop("base_model_type", base.model_type)
+        return cls(base_model_type=base_type, num_heads=list(num_heads), ffn_dims=list(ffn_dims), **fields)
 
     def to_base_config(self) -> PreTrainedConfig:
         base_cls = BASES[self.base_model_type][0]
-        d = {k: v for k, v in self.to_dict().items() if k not in ("model_type", "base_model_type", "num_heads", "ffn_dims", "architectures", "transformers_version")}
+        d = {k: v for k, v in self.to_dict().items() if k not in ("model_type", "base_model_type", "num_heads", "ffn_dims", "num_answer_types", "architectures", "transformers_version")}
         base = base_cls.from_dict(d)
         base._attn_implementation = ATTN_IMPLEMENTATION
         return base
+
+
+@dataclass
+class SlimBertQAOutput(QuestionAnsweringModelOutput):
+    """QA output plus ``answer_type_logits`` (B, num_answer_types) when the model has that head."""
+
+    answer_type_logits: torch.Tensor | None = None
 
 
 class NoHeads(nn.Module):
@@ -135,6 +149,8 @@ class SlimBertForQuestionAnswering(SlimBertPreTrainedModel):
         for layer, h, f in zip(self.model.encoder.layer, config.num_heads, config.ffn_dims):
             resize_layer(layer, h, f, head_size)
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        if config.num_answer_types:
+            self.answer_type = nn.Linear(config.hidden_size, config.num_answer_types)
         self.post_init()
 
     def forward(
@@ -146,6 +162,7 @@ class SlimBertForQuestionAnswering(SlimBertPreTrainedModel):
         inputs_embeds=None,
         start_positions=None,
         end_positions=None,
+        answer_types=None,
         **kwargs,
     ) -> QuestionAnsweringModelOutput:
         if self.config.base_model_type == "roberta" and token_type_ids is not None and self.config.type_vocab_size == 1:
@@ -164,7 +181,13 @@ class SlimBertForQuestionAnswering(SlimBertPreTrainedModel):
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = qa_loss(start_logits, end_logits, start_positions, end_positions)
-        return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+        if not self.config.num_answer_types:
+            return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+        type_logits = self.answer_type(out.last_hidden_state[:, 0])  # (B, num_answer_types), first token
+        if loss is not None and answer_types is not None:
+            # BERT-for-NQ: the mean of the start, end and answer-type cross-entropies.
+            loss = (2 * loss + nn.functional.cross_entropy(type_logits, answer_types)) / 3
+        return SlimBertQAOutput(loss=loss, start_logits=start_logits, end_logits=end_logits, answer_type_logits=type_logits)
 
 
 def qa_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:

@@ -24,6 +24,8 @@ class PruneConfig:
     distill_alpha: float = 0.9  # weight of distillation vs. the task loss
     distill_temperature: float = 2.0
     distill_hidden: float = 0.0  # weight of hidden-state MSE distillation (0 = off)
+    method: Literal["l0", "posttrain"] = "l0"  # learned L0 gates, or Kwon et al.'s no-training path (posttrain.py)
+    budget: Literal["params", "flops"] = "params"  # posttrain: target is a fraction of prunable params or encoder FLOPs
 
     def __post_init__(self):
         if not (0.0 < self.target <= 1.0):
@@ -34,6 +36,10 @@ class PruneConfig:
             raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
         if self.penalty not in ("lagrangian", "fixed"):
             raise ValueError(f"penalty must be 'lagrangian' or 'fixed', got {self.penalty!r}")
+        if self.method not in ("l0", "posttrain"):
+            raise ValueError(f"method must be 'l0' or 'posttrain', got {self.method!r}")
+        if self.budget not in ("params", "flops"):
+            raise ValueError(f"budget must be 'params' or 'flops', got {self.budget!r}")
 
 
 @dataclass
@@ -43,7 +49,7 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 5e-5  # model weights (AdamW)
     gate_lr: float = 0.1  # log_alpha (Adam)
-    lambda_lr: float = 10.0  # Lagrange multipliers (plain gradient ascent)
+    lambda_lr: float = 0.5  # Lagrange multipliers (gradient ascent; λ in units of the step-0 balance)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     max_length: int = 384
@@ -55,6 +61,8 @@ class TrainConfig:
     max_train_examples: int = 0  # 0: all
     max_eval_examples: int = 0  # 0: all
     cpu: bool = False  # force CPU even when a GPU is present
+    task: Literal["squad", "nq"] = "squad"  # SQuAD 2.0 JSON, or Natural Questions JSON lines (slimbert/nq.py)
+    null_window_rate: float = 1.0  # nq: share of answerless training windows kept (BERT-for-NQ: 0.02)
 
 
 def from_dict(cls, d: dict):

@@ -215,6 +215,32 @@ HARD = 20.0  # |log_alpha| past which a gate is exactly 0 or 1 in eval mode
 
 
 @torch.no_grad()
+def raise_to_size(model: nn.Module, floor: float, iters: int = 30) -> float:
+    """If E[size] < ``floor``, add the same δ > 0 to every log_alpha so that E[size] = floor.
+
+    One shared shift keeps the gates' order (what training learned); bisection on δ. Returns δ.
+    """
+    if float(expected_size(model)) >= floor:
+        return 0.0
+    params = gate_parameters(model)
+    base = [p.detach().clone() for p in params]
+
+    def size_at(delta: float) -> float:
+        for p, b in zip(params, base):
+            p.copy_(b + delta)
+        return float(expected_size(model))
+
+    lo, hi = 0.0, 1.0
+    while size_at(hi) < floor and hi < 64:
+        lo, hi = hi, hi * 2
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if size_at(mid) < floor else (lo, mid)
+    size_at(hi)
+    return hi
+
+
+@torch.no_grad()
 def deterministic_size(model: nn.Module) -> float:
     """Exact fraction of prunable parameters that collapse would keep (eval-mode gates)."""
     return float(_size(model, "kept")) / prunable_parameters(model)

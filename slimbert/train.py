@@ -35,8 +35,11 @@ from .config import PruneConfig, TrainConfig
 from .data import MODEL_INPUTS, Collator, DataError, check_tokenizer, eval_features, load_squad, training_features
 from .distill import hidden_mse, logit_kl
 from .evaluate import evaluate
-from .gates import add_gates, deterministic_size, expected_size, gate_parameters, get_gates, snap_gates
+from .gates import add_gates, deterministic_size, expected_size, gate_parameters, get_gates, raise_to_size, snap_gates
 from .io import atomic_save_pretrained, atomic_torch_save
+from .nq_features import NQCollator
+from .nq_model import answer_type_kl, has_answer_type_head, nq_model_from
+from .posttrain import kept_fraction, posttrain_prune
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "train_state.pt"
@@ -74,6 +77,21 @@ def _as_examples(data, split: str, limit: int):
     return data
 
 
+def _nq_data(train_data, eval_data, tokenizer, tcfg: TrainConfig):
+    """NQ training windows, and a scorer of the eval examples (None without eval data)."""
+    from .nq import as_nq_source
+    from .nq_evaluate import evaluate_nq
+    from .nq_features import eval_features as nq_eval_features
+    from .nq_features import training_features as nq_training_features
+
+    train_src = as_nq_source(train_data, "train", tcfg.max_train_examples)
+    features = nq_training_features(train_src, tokenizer, tcfg.max_length, tcfg.doc_stride, tcfg.null_window_rate, tcfg.seed)
+    if eval_data is None:
+        return features, None
+    eval_set = nq_eval_features(as_nq_source(eval_data, "validation", tcfg.max_eval_examples), tokenizer, tcfg.max_length, tcfg.doc_stride)
+    return features, lambda m: evaluate_nq(m, tokenizer, eval_set, max_length=tcfg.max_length, doc_stride=tcfg.doc_stride)
+
+
 def _batch_indices(n: int, step: int, batch_size: int, seed: int, rank: int, world: int) -> list[int]:
     """The feature indices of one process's share of global step ``step`` (epoch order from the seed)."""
     per_step = batch_size * world
@@ -99,15 +117,33 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _penalty(student, cfg: PruneConfig, target_now: float, lambdas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(penalty, expected size) for the model's loss; the λs get the opposite gradient (ascent)."""
+def _penalty(student, cfg: PruneConfig, target_now: float, lambdas: torch.Tensor, scale: float):
+    """(penalty, expected size) for the model's loss; the λs get the opposite gradient (ascent).
+
+    ``scale`` makes the λs dimensionless: λ1 = 1 means the size term pulls on log_alpha as hard as
+    the task loss did at the first step (see _lambda_scale).
+    """
     size = expected_size(student)
     if cfg.penalty == "lagrangian":
         gap = size - target_now
-        return lambdas[0] * gap + lambdas[1] * gap**2, size
+        return scale * (lambdas[0] * gap + lambdas[1] * gap**2), size
     heads = sum(g.heads.prob_open().sum() for g in get_gates(student) if g.heads is not None)
     units = sum(g.units.prob_open().sum() for g in get_gates(student) if g.units is not None)
     return cfg.lambda_att * heads + cfg.lambda_ff * units, size
+
+
+def _lambda_scale(student, loss: torch.Tensor) -> float:
+    """Mean |∂loss/∂log_alpha| over mean |∂size/∂log_alpha|: the λ at which both pull equally.
+
+    Without it λ must first climb (by gradient ascent) to this scale, which on a short run is most of
+    the run, and then overshoots; with it λ starts near the balance point.
+    """
+    params = gate_parameters(student)
+    g_task = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    g_size = torch.autograd.grad(expected_size(student), params, allow_unused=True)
+    task = torch.cat([g.abs().flatten() for g in g_task if g is not None]).mean()
+    size = torch.cat([g.abs().flatten() for g in g_size if g is not None]).mean()
+    return float(task / size.clamp_min(1e-12))
 
 
 def _distill_step(student, teacher, batch, cfg: PruneConfig):
@@ -119,6 +155,11 @@ def _distill_step(student, teacher, batch, cfg: PruneConfig):
     mask = batch["attention_mask"].bool()
     task = qa_loss(s.start_logits, s.end_logits, batch["start_positions"], batch["end_positions"])
     kd = logit_kl(s.start_logits, s.end_logits, t.start_logits, t.end_logits, cfg.distill_temperature, mask)
+    s_type, t_type = getattr(s, "answer_type_logits", None), getattr(t, "answer_type_logits", None)
+    if s_type is not None and "answer_types" in batch:  # NQ: start, end and answer type weigh alike
+        task = (2 * task + torch.nn.functional.cross_entropy(s_type, batch["answer_types"])) / 3
+    if s_type is not None and t_type is not None:
+        kd = (2 * kd + answer_type_kl(s_type, t_type, cfg.distill_temperature)) / 3
     loss = (1 - cfg.distill_alpha) * task + cfg.distill_alpha * kd
     if want_hidden:
         loss = loss + cfg.distill_hidden * hidden_mse(s.hidden_states[1:], t.hidden_states[1:], mask)
@@ -127,7 +168,7 @@ def _distill_step(student, teacher, batch, cfg: PruneConfig):
 
 def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, total):
     """Train ``student`` for ``total`` steps (with the L0 penalty when it has gates); returns it and its history."""
-    collate = Collator(tokenizer)
+    collate = NQCollator(tokenizer) if tcfg.task == "nq" else Collator(tokenizer)
     world, rank = accelerator.num_processes, accelerator.process_index
     with_gates = bool(get_gates(student))
 
@@ -137,19 +178,17 @@ def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out
     opt = torch.optim.AdamW(weights, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, int(tcfg.warmup_ratio * total), total)
     gate_opt = torch.optim.Adam(gate_params, lr=tcfg.gate_lr) if gate_params else None
-    lambdas = torch.zeros(2, requires_grad=True)
-    # Plain gradient ascent: λ grows with the accumulated gap (an integral controller), fast when far.
-    lambda_opt = torch.optim.SGD([lambdas], lr=tcfg.lambda_lr, maximize=True)
+    lambdas = torch.zeros(2)  # λ1, λ2: updated by gradient ascent below, never by an optimiser
 
     student, opt = accelerator.prepare(student, opt)
     if gate_opt:
         gate_opt = accelerator.prepare(gate_opt)
     teacher.to(accelerator.device)
-    lambdas.data = lambdas.data.to(accelerator.device)
+    lambdas = lambdas.to(accelerator.device)
 
     tag = "gated" if with_gates else "finetune"
     ckpt_path = os.path.join(out_dir, f"{tag}_{CHECKPOINT}") if out_dir else None
-    step, history = 0, []
+    step, history, lambda_scale = 0, [], None
     if resume and ckpt_path and os.path.exists(ckpt_path):
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         accelerator.unwrap_model(student).load_state_dict(state["model"])
@@ -157,8 +196,8 @@ def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out
         sched.load_state_dict(state["sched"])
         if gate_opt:
             gate_opt.load_state_dict(state["gate_opt"])
-        lambdas.data.copy_(state["lambdas"])
-        lambda_opt.load_state_dict(state["lambda_opt"])
+        lambdas.copy_(state["lambdas"])
+        lambda_scale = state["lambda_scale"]
         step, history = state["step"], state["history"]
         _set_rng_state(state["rng"])
         log.info("resumed %s training at step %d/%d from %s", tag, step, total, ckpt_path)
@@ -171,8 +210,8 @@ def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out
                     "opt": opt.state_dict(),
                     "sched": sched.state_dict(),
                     "gate_opt": gate_opt.state_dict() if gate_opt else None,
-                    "lambdas": lambdas.detach().cpu(),
-                    "lambda_opt": lambda_opt.state_dict(),
+                    "lambdas": lambdas.cpu(),
+                    "lambda_scale": lambda_scale,
                     "step": step,
                     "history": history,
                     "rng": _rng_state(),
@@ -192,11 +231,13 @@ def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out
         row = {"step": step + 1, "task": float(task), "kd": float(kd)}
         if with_gates:
             target_now = start_size - (start_size - cfg.target) * min(1.0, (step + 1) / warm)
-            penalty, size = _penalty(accelerator.unwrap_model(student), cfg, target_now, lambdas)
+            if lambda_scale is None:
+                lambda_scale = _lambda_scale(accelerator.unwrap_model(student), loss)
+            penalty, size = _penalty(accelerator.unwrap_model(student), cfg, target_now, lambdas, lambda_scale)
             loss = loss + penalty
-            row.update(expected_size=float(size.detach()), target_now=target_now, lambda1=float(lambdas[0].detach()), lambda2=float(lambdas[1].detach()))
+            gap = float(size.detach()) - target_now
+            row.update(expected_size=gap + target_now, target_now=target_now, lambda1=float(lambdas[0]), lambda2=float(lambdas[1]))
         opt.zero_grad(set_to_none=True)
-        lambda_opt.zero_grad(set_to_none=True)
         if gate_opt:
             gate_opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -204,7 +245,12 @@ def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out
         sched.step()
         if gate_opt:
             gate_opt.step()
-            lambda_opt.step()
+            if cfg.penalty == "lagrangian":
+                # ascent on λ (∂penalty/∂λ = (gap, gap²)); λ is in units of lambda_scale
+                lambdas += tcfg.lambda_lr * torch.tensor([gap, gap * gap], device=lambdas.device)
+                # A floor, not a second controller: λ lags the gates, and an overshoot far below the
+                # target wrecks the student before λ unwinds; shifting all log_alpha back is exact.
+                raise_to_size(accelerator.unwrap_model(student), target_now)
         step += 1
         bar.update(1)
         bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("task", "kd", "expected_size")})
@@ -234,42 +280,63 @@ def prune(
     """Prune ``model`` (a BERT/RoBERTa QA model, the teacher) toward ``cfg.target``.
 
     ``train_data``/``eval_data``: a SQuAD 2.0 JSON path, a ``datasets.Dataset`` of examples (the
-    hub's squad_v2 schema) or None for the hub's ``squad_v2``. With ``out_dir`` the compact model,
-    its tokenizer and ``prune_result.json`` are saved there, with checkpoints for ``resume``.
+    hub's squad_v2 schema) or None for the hub's ``squad_v2``. With ``train_cfg.task="nq"``: an NQ
+    JSON-lines path, an iterable of NQExample (slimbert.nq.load_nq) or None for the hub; a model
+    without an answer-type head gets a fresh one in the student (nq_model_from), and the teacher's
+    answer types are distilled only when it has a head. With ``out_dir`` the compact model, its
+    tokenizer and ``prune_result.json`` are saved there, with checkpoints for ``resume``.
     """
     from transformers import AutoTokenizer
 
     cfg, tcfg = cfg or PruneConfig(), train_cfg or TrainConfig()
     check_qa_model(model)
+    if cfg.method == "posttrain" and tcfg.task != "squad":
+        raise ValueError("method='posttrain' supports task='squad' only; use method='l0' for NQ")
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
     check_tokenizer(tokenizer, model)
     accelerator = Accelerator(cpu=tcfg.cpu)
     set_seed(tcfg.seed)
 
-    train_ex = _as_examples(train_data, "train", tcfg.max_train_examples)
-    eval_ex = _as_examples(eval_data, "validation", tcfg.max_eval_examples) if eval_data is not None else None
-    features = training_features(train_ex, tokenizer, tcfg.max_length, tcfg.doc_stride)
-    eval_feats = eval_features(eval_ex, tokenizer, tcfg.max_length, tcfg.doc_stride) if eval_ex is not None else None
+    if tcfg.task not in ("squad", "nq"):
+        raise ValueError(f"task must be 'squad' or 'nq', got {tcfg.task!r}")
+    if tcfg.task == "nq":
+        features, score = _nq_data(train_data, eval_data, tokenizer, tcfg)
+    else:
+        train_ex = _as_examples(train_data, "train", tcfg.max_train_examples)
+        eval_ex = _as_examples(eval_data, "validation", tcfg.max_eval_examples) if eval_data is not None else None
+        features = training_features(train_ex, tokenizer, tcfg.max_length, tcfg.doc_stride)
+        eval_feats = eval_features(eval_ex, tokenizer, tcfg.max_length, tcfg.doc_stride) if eval_ex is not None else None
+        score = None
+        if eval_ex is not None:
+            score = lambda m: evaluate(m, tokenizer, eval_ex, features=eval_feats, max_length=tcfg.max_length)  # noqa: E731
 
     def eval_fn(m):
-        if eval_ex is None:
+        if score is None:
             return None
         was_training = m.training
-        scores = evaluate(m, tokenizer, eval_ex, features=eval_feats, max_length=tcfg.max_length)
+        scores = score(m)
         m.train(was_training)
         return scores
 
     teacher = model.eval().requires_grad_(False)
-    student = add_gates(copy.deepcopy(model).requires_grad_(True), cfg)
-    steps_per_epoch = max(1, len(features) // (tcfg.batch_size * accelerator.num_processes))
-    total = tcfg.max_steps or max(1, int(round(tcfg.epochs * steps_per_epoch)))
     t0 = time.perf_counter()
-    student, history = _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, total)
-    if cfg.snap:
-        snap_gates(student, cfg.target)
-    size = deterministic_size(student)
-    compact = collapse(student.eval())
+    if cfg.method == "posttrain":  # no training loop: Fisher importance, mask search, rescaling
+        compact = posttrain_prune(
+            teacher.to(accelerator.device), tokenizer, target=cfg.target, budget=cfg.budget, features=features,
+            max_length=tcfg.max_length, batch_size=tcfg.batch_size, seed=tcfg.seed,
+        )
+        size, history = kept_fraction(compact), []
+    else:
+        first = nq_model_from(model) if tcfg.task == "nq" and not has_answer_type_head(model) else model
+        student = add_gates(copy.deepcopy(first).requires_grad_(True), cfg)
+        steps_per_epoch = max(1, len(features) // (tcfg.batch_size * accelerator.num_processes))
+        total = tcfg.max_steps or max(1, int(round(tcfg.epochs * steps_per_epoch)))
+        student, history = _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, total)
+        if cfg.snap:
+            snap_gates(student, cfg.target)
+        size = deterministic_size(student)
+        compact = collapse(student.eval())
     if tcfg.finetune_steps:
         compact, ft_history = _run_loop(
             compact, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, tcfg.finetune_steps
@@ -283,8 +350,8 @@ def prune(
         size=size,
         params_before=count_parameters(model),
         params_after=count_parameters(compact),
-        eval_before=eval_fn(teacher) if eval_ex is not None else None,
-        eval_after=eval_fn(compact) if eval_ex is not None else None,
+        eval_before=eval_fn(teacher),
+        eval_after=eval_fn(compact),
         history=history,
     )
     if out_dir and accelerator.is_main_process:

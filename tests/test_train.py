@@ -62,16 +62,19 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tokenizer, squad_
         assert torch.equal(full[k], resumed[k]), k
 
 
-def test_lagrangian_drives_expected_size_down(tokenizer, squad_files):
-    """With a tiny model and a high gate lr the expected size must fall toward the target."""
+def test_lagrangian_tracks_the_target(tokenizer, squad_files):
+    """The expected size falls toward the target and never far below the scheduled target."""
     result = slimbert.prune(
         tiny_model("bert"),
-        slimbert.PruneConfig(target=0.3, target_warmup=0.3),
+        slimbert.PruneConfig(target=0.3, target_warmup=0.3, snap=False),
         squad_files[0],
         None,
         tokenizer=tokenizer,
-        train_cfg=slimbert.TrainConfig(max_steps=40, gate_lr=0.3, **(FAST | {"max_length": 64})),
+        train_cfg=slimbert.TrainConfig(max_steps=40, gate_lr=0.3, **(FAST | {"max_length": 64, "doc_stride": 16})),
     )
     sizes = [r["expected_size"] for r in result.history]
     assert sizes[-1] < sizes[0] - 0.2
-    assert result.size < 0.8
+    # the size is measured before each step's update; the floor applies after it
+    for prev, row in zip(result.history, result.history[1:]):
+        assert row["expected_size"] >= prev["target_now"] - 1e-3
+    assert result.history[-1]["lambda1"] > 0
