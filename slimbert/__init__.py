@@ -18,6 +18,7 @@ from .gates import add_gates, deterministic_size, expected_size, get_gates, snap
 from .nq import load_nq, squad_to_nq
 from .nq_evaluate import evaluate_nq
 from .nq_model import nq_model_from
+from .posttrain import posttrain_prune
 from .train import PruneResult, prune
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "load_nq",
     "load_squad",
     "nq_model_from",
+    "posttrain_prune",
     "prune",
     "snap_gates",
     "squad_to_nq",

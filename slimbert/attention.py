@@ -2,7 +2,7 @@
 
 One function serves the gated model (per-head gates read from ``module.head_gate``) and the compact
 model (no gate). On CUDA it runs the Triton kernel from ``kernels/attention.py`` (per-head scale
-fused); elsewhere, or with ``SLIMBERT_KERNELS=torch``, transformers' own SDPA path, so an all-open
+fused; see ``backend.py`` for the switch); elsewhere transformers' own SDPA path, so an all-open
 gated model is bit-for-bit the original. The sdpa mask function is registered under the same name:
 without it the layers would receive no padding mask at all.
 """
@@ -14,10 +14,14 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from kernels import attention as triton_attention
+
+from .backend import triton_enabled
+
 ATTN_IMPLEMENTATION = "slimbert"
 
 
-def _key_padding(attention_mask: torch.Tensor | None, batch: int, kv_len: int, device) -> torch.Tensor | None:
+def _key_padding(attention_mask: torch.Tensor | None, batch: int, kv_len: int) -> torch.Tensor | None:
     """(B, 1, Q, K) bidirectional mask -> (B, K) keep-mask; every query row of it is the same."""
     if attention_mask is None:
         return None
@@ -26,24 +30,13 @@ def _key_padding(attention_mask: torch.Tensor | None, batch: int, kv_len: int, d
     return attention_mask[:, 0, 0, :].expand(batch, kv_len)  # (B, K)
 
 
-def _use_triton(t: torch.Tensor) -> bool:
-    try:
-        from kernels import use_triton
-    except ImportError:
-        return False
-    return use_triton(t)
-
-
 def slimbert_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     """(B, H, T, d) q/k/v -> ((B, T, H, d) output, None), each head scaled by its gate."""
     gate = getattr(module, "head_gate", None)
     scale = gate() if gate is not None else None  # (H,)
-    if _use_triton(query) and dropout == 0.0 and query.shape[-1] in (16, 32, 64, 128):
-        from kernels.attention import attention
-
-        mask = _key_padding(attention_mask, query.shape[0], key.shape[2], query.device)
-        out = attention(query, key, value, key_padding_mask=mask, head_scale=scale, scaling=scaling)
-        return out, None
+    if dropout == 0.0 and triton_enabled(query):  # the kernel has no attention dropout
+        mask = _key_padding(attention_mask, query.shape[0], key.shape[2])
+        return triton_attention(query, key, value, key_padding_mask=mask, head_scale=scale, scaling=scaling), None
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if scale is not None:
         out = out * scale.to(out.dtype)[None, None, :, None]  # (B, T, H, d)

@@ -12,6 +12,7 @@ with the Auto classes on ``import slimbert``.
 from __future__ import annotations
 
 import os
+from types import MethodType
 from dataclasses import dataclass
 
 import torch
@@ -27,9 +28,13 @@ from transformers import (
     RobertaConfig,
     RobertaModel,
 )
+from transformers.activations import GELUActivation
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
+from kernels import ffn as triton_ffn
+
 from .attention import ATTN_IMPLEMENTATION
+from .backend import triton_enabled
 
 BASES = {"bert": (BertConfig, BertModel), "roberta": (RobertaConfig, RobertaModel)}
 
@@ -90,6 +95,15 @@ class NoHeads(nn.Module):
         return hidden_states.new_zeros(*hidden_states.shape[:-1], 0), None
 
 
+def _feed_forward_chunk(layer, attention_output):
+    """BertLayer's FFN with up-projection + bias + GELU and the down-projection in Triton on CUDA."""
+    dense_in, out = layer.intermediate.dense, layer.output
+    if triton_enabled(attention_output) and isinstance(layer.intermediate.intermediate_act_fn, GELUActivation):
+        hidden = triton_ffn(attention_output, dense_in.weight, dense_in.bias, out.dense.weight, out.dense.bias)
+        return out.LayerNorm(out.dropout(hidden) + attention_output)
+    return out(layer.intermediate(attention_output), attention_output)
+
+
 def resize_layer(layer: nn.Module, heads: int, ffn_dim: int, head_size: int) -> None:
     """Give one BertLayer/RobertaLayer ``heads`` heads and an FFN of width ``ffn_dim`` (new weights)."""
     attn, d = layer.attention, layer.attention.output.dense.out_features
@@ -148,6 +162,8 @@ class SlimBertForQuestionAnswering(SlimBertPreTrainedModel):
         head_size = config.hidden_size // config.num_attention_heads
         for layer, h, f in zip(self.model.encoder.layer, config.num_heads, config.ffn_dims):
             resize_layer(layer, h, f, head_size)
+            # an instance method, not a forked layer class: only the FFN's arithmetic changes
+            layer.feed_forward_chunk = MethodType(_feed_forward_chunk, layer)
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         if config.num_answer_types:
             self.answer_type = nn.Linear(config.hidden_size, config.num_answer_types)

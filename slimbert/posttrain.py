@@ -111,7 +111,9 @@ def kept_fraction(model: nn.Module) -> float:
 
 
 # ----------------------------------------------------------------------------- 1. Fisher importance
-def fisher_importance(model: nn.Module, features, tokenizer, num_examples: int = 2048, batch_size: int = 16, blocks: bool = False, seed: int = 0):
+def fisher_importance(
+    model: nn.Module, features, tokenizer, num_examples: int = 2048, batch_size: int = 16, blocks: bool = False, seed: int = 0
+):
     """Empirical Fisher of every head and FFN-unit mask at m = 1: mean over examples of (∂L/∂m)².
 
     ``model`` is the dense QA model (left untouched: the work happens on a gated copy with every gate
@@ -375,7 +377,16 @@ class _LeastSquares:
 
 
 @torch.no_grad()
-def rescale(model: nn.Module, teacher: nn.Module, features, tokenizer, num_examples: int = 512, batch_size: int = 16, ridge: float = 1e-4, seed: int = 0) -> list[dict]:
+def rescale(
+    model: nn.Module,
+    teacher: nn.Module,
+    features,
+    tokenizer,
+    num_examples: int = 512,
+    batch_size: int = 16,
+    ridge: float = 1e-4,
+    seed: int = 0,
+) -> list[dict]:
     """Kwon et al.'s mask tuning: per sub-layer least-squares scales for what is kept, in place.
 
     ``model`` is a compact model (or a gated one with hard gates) pruned from ``teacher``. Going through
@@ -392,6 +403,7 @@ def rescale(model: nn.Module, teacher: nn.Module, features, tokenizer, num_examp
     (identical to matching the sub-layer output when x' = x). Biases are not tuned. The normal
     equations are solved with ``torch.linalg.lstsq`` plus a ridge of ``ridge``·mean(diag G) toward
     s = 1, which keeps rank-deficient cases (dead units, few tokens) well-posed.
+    Both models' hidden states for all the windows stay in memory (2 × windows × T × d floats).
 
     Returns one row per sub-layer: layer, part, scales, and the relative squared error with the
     weights as they were (``error_before``) and after (``error_after``).
@@ -433,7 +445,8 @@ def rescale(model: nn.Module, teacher: nn.Module, features, tokenizer, num_examp
             ones = torch.ones(len(kept), dtype=torch.float64)
             scales = lsq.solve(ridge) if len(kept) and z > 0 else ones
             p_out.dense.weight[:, cols] *= scales.repeat_interleave(group).to(p_out.dense.weight)
-            rows.append(dict(layer=l, part=part, scales=scales.float(), error_before=lsq.error(ones), error_after=lsq.error(scales)))
+            errors = dict(error_before=lsq.error(ones), error_after=lsq.error(scales))
+            rows.append(dict(layer=l, part=part, scales=scales.float(), **errors))
             for i in range(len(batches)):  # the pruned model's input to the next sub-layer, with these scales
                 x_p[i] = p_out.LayerNorm(p_out.dense(_projection_input(p_layer, part, x_p[i], mask_p[i])) + x_p[i])
             bar.update(1)

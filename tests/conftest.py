@@ -6,6 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Triton decides at @triton.jit time whether to interpret, so this must precede any kernels import.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 DEMO = ROOT / "slimbert" / "demo"
