@@ -1,8 +1,9 @@
-"""The ``slimbert`` command: prune | eval | report | demo | convert.
+"""The ``slimbert`` command: prune | eval | report | sweep | demo | convert.
 
     slimbert prune --model M --train T.json --eval D.json --target 0.5 --out runs/p50
     slimbert eval --model runs/p50 --data D.json          # one JSON line
     slimbert report --model runs/p50                      # per-layer heads/FFN, params, FLOPs
+    slimbert sweep --model M --train T.json --eval D.json --targets 0.8,0.5,0.3 --out runs/sweep
     slimbert demo                                         # the README's embedded default
     slimbert convert squad-to-nq IN.json OUT.jsonl.gz     # SQuAD 2.0 as Natural Questions lines
     slimbert prune --task nq --train T.jsonl.gz ...       # and eval --task nq: Natural Questions
@@ -140,6 +141,20 @@ def cmd_report(args) -> dict:
     return r
 
 
+def cmd_sweep(args) -> dict:
+    from .sweep import DEFAULT_METHODS, SweepError, sweep
+
+    try:
+        methods = args.methods.split(",") if args.methods else DEFAULT_METHODS
+        rows = sweep(
+            args.model, args.train, args.eval, args.targets.split(","), methods, out_dir=args.out,
+            train_cfg=_pick(args, TrainConfig), seq_len=args.seq_len, batch_size=args.latency_batch,
+        )
+    except SweepError as e:
+        raise CliError(str(e)) from e
+    return {"csv": os.path.join(args.out, "curve.csv"), "png": os.path.join(args.out, "curve.png"), "rows": len(rows)}
+
+
 def cmd_demo(args) -> dict:
     from .demo import run_demo
 
@@ -186,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("dst", help="NQ JSON-lines file to write (gzip when it ends in .gz)")
     cv.add_argument("--limit", type=int, default=0, help="questions to convert (0: all)")
     cv.set_defaults(fn=cmd_convert)
+
+    sw = sub.add_parser("sweep", help="prune at several sizes with several methods; curve.csv and curve.png of F1 vs speed")
+    sw.add_argument("--model", required=True, help="folder of a BERT/RoBERTa QA model (the teacher)")
+    sw.add_argument("--train", default=None, help="SQuAD 2.0 JSON (default: the hub)")
+    sw.add_argument("--eval", default=None, help="SQuAD 2.0 JSON to score every point on (default: the hub)")
+    sw.add_argument("--targets", required=True, help="comma list of kept fractions of prunable parameters, e.g. 0.8,0.5,0.3")
+    sw.add_argument("--methods", default=None, help="comma list of l0,l0-heads,l0-ffn,random,uniform,posttrain (default: all)")
+    sw.add_argument("--out", required=True, help="folder for points/, curve.csv, curve.png; rerun to finish a killed sweep")
+    sw.add_argument("--seq-len", type=int, default=384, help="sequence length of the latency and FLOP measurements")
+    sw.add_argument("--latency-batch", type=int, default=1, help="batch size of the latency measurement")
+    _add_dataclass_flags(sw, TrainConfig)
+    sw.set_defaults(fn=cmd_sweep)
 
     dm = sub.add_parser("demo", help="prune the vendored small SQuAD 2.0 model on a vendored slice (CPU, ~10 min)")
     dm.add_argument("--out", default="runs/demo")

@@ -24,7 +24,8 @@ class PruneConfig:
     distill_alpha: float = 0.9  # weight of distillation vs. the task loss
     distill_temperature: float = 2.0
     distill_hidden: float = 0.0  # weight of hidden-state MSE distillation (0 = off)
-    method: Literal["l0", "posttrain"] = "l0"  # learned L0 gates, or Kwon et al.'s no-training path (posttrain.py)
+    # learned L0 gates, Kwon et al.'s no-training path (posttrain.py), or a baseline mask (baselines.py)
+    method: Literal["l0", "posttrain", "random", "uniform"] = "l0"
     budget: Literal["params", "flops"] = "params"  # posttrain: target is a fraction of prunable params or encoder FLOPs
 
     def __post_init__(self):
@@ -36,8 +37,8 @@ class PruneConfig:
             raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
         if self.penalty not in ("lagrangian", "fixed"):
             raise ValueError(f"penalty must be 'lagrangian' or 'fixed', got {self.penalty!r}")
-        if self.method not in ("l0", "posttrain"):
-            raise ValueError(f"method must be 'l0' or 'posttrain', got {self.method!r}")
+        if self.method not in ("l0", "posttrain", "random", "uniform"):
+            raise ValueError(f"method must be one of l0, posttrain, random, uniform; got {self.method!r}")
         if self.budget not in ("params", "flops"):
             raise ValueError(f"budget must be 'params' or 'flops', got {self.budget!r}")
 

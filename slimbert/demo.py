@@ -18,7 +18,8 @@ DEMO_DIR = Path(__file__).resolve().parent / "demo"
 TEACHER = DEMO_DIR / "teacher"
 TRAIN = DEMO_DIR / "squad2-train-slice.json"
 EVAL = DEMO_DIR / "squad2-dev-slice.json"
-DEFAULT_STEPS = 120
+DEFAULT_STEPS = 80  # gate-learning steps; then FINETUNE_STEPS of distillation on the compact model
+FINETUNE_STEPS = 60
 
 
 def run_demo(out: str = "runs/demo", steps: int | None = None) -> dict:
@@ -38,7 +39,9 @@ def run_demo(out: str = "runs/demo", steps: int | None = None) -> dict:
         train_data=str(TRAIN),
         eval_data=str(EVAL),
         tokenizer=tokenizer,
-        train_cfg=TrainConfig(max_steps=steps or DEFAULT_STEPS, batch_size=8, max_length=256),
+        train_cfg=TrainConfig(
+            max_steps=steps or DEFAULT_STEPS, finetune_steps=FINETUNE_STEPS, batch_size=8, max_length=256, doc_stride=96
+        ),
         out_dir=out,
         resume=os.path.exists(out),
     )

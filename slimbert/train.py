@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .arch import check_qa_model
+from .baselines import baseline_gates
 from .collapse import collapse
 from .compact import qa_loss
 from .config import PruneConfig, TrainConfig
@@ -329,12 +330,15 @@ def prune(
         size, history = kept_fraction(compact), []
     else:
         first = nq_model_from(model) if tcfg.task == "nq" and not has_answer_type_head(model) else model
-        student = add_gates(copy.deepcopy(first).requires_grad_(True), cfg)
-        steps_per_epoch = max(1, len(features) // (tcfg.batch_size * accelerator.num_processes))
-        total = tcfg.max_steps or max(1, int(round(tcfg.epochs * steps_per_epoch)))
-        student, history = _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, total)
-        if cfg.snap:
-            snap_gates(student, cfg.target)
+        if cfg.method == "l0":
+            student = add_gates(copy.deepcopy(first).requires_grad_(True), cfg)
+            steps_per_epoch = max(1, len(features) // (tcfg.batch_size * accelerator.num_processes))
+            total = tcfg.max_steps or max(1, int(round(tcfg.epochs * steps_per_epoch)))
+            student, history = _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, total)
+            if cfg.snap:
+                snap_gates(student, cfg.target)
+        else:  # random / uniform: no training loop, hard gates at the target (baselines.py)
+            student, history = baseline_gates(first, cfg, tcfg.seed), []
         size = deterministic_size(student)
         compact = collapse(student.eval())
     if tcfg.finetune_steps:

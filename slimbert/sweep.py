@@ -1,0 +1,239 @@
+"""The speed/accuracy sweep: prune one teacher with several methods at several sizes, and plot the curve.
+
+    slimbert sweep --model M --train T.json --eval D.json --targets 0.8,0.6,0.5,0.4,0.3 --out DIR
+
+For each (method, target) ``prune()`` makes a compact model (every method then gets the same
+``finetune_steps`` of distillation on it), which is scored on the eval set and timed against the
+dense teacher in the same process (interleaved, batch 1 and ``seq_len`` 384 by default). Methods:
+
+    l0         learned L0 gates on heads, FFN units and whole blocks, with distillation (the paper's)
+    l0-heads   the same, gating only attention heads (the paper's ablation; FFN untouched)
+    l0-ffn     the same, gating only FFN units (attention untouched)
+    random     a random set of heads and units at the target size (baselines.py)
+    uniform    every layer keeps the same number of heads and units (baselines.py)
+    posttrain  Kwon et al.'s retraining-free pruning (posttrain.py)
+
+``target`` is always the kept fraction of all prunable (head + FFN) parameters, so the methods meet
+at the same sizes; a target a heads-only or FFN-only variant cannot reach is skipped with a warning.
+
+Output in DIR: ``points/<method>-<target>.json`` per finished point (written atomically, with the
+settings that made it, so a rerun skips it and refuses to mix in points made with other settings),
+``curve.csv`` (COLUMNS; the teacher as method ``teacher``, target 1) and ``curve.png`` (F1 against
+measured speed-up and against parameters), both rebuilt from the points on every call. ``flops`` is
+encoder FLOPs per sequence of ``seq_len`` tokens; ``seconds`` the wall time of ``prune()`` (0 for
+the teacher). The SQuAD 2.0 task only: the columns are its scores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, replace
+
+import torch
+from tqdm.auto import tqdm
+
+from .baselines import min_size
+from .cli import load_model
+from .config import PruneConfig, TrainConfig
+from .data import eval_features, load_squad
+from .evaluate import evaluate
+from .io import atomic_write_json
+from .latency import compare
+from .report import model_report
+from .train import prune
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("method", "target", "params", "flops", "speedup", "exact", "f1", "hasans_f1", "best_f1", "seconds")
+# Each method as PruneConfig fields over the caller's base config. The variants turn block gates off
+# too: a block gate on the part they must not prune would otherwise train as if it could close it.
+METHODS = {
+    "l0": dict(method="l0"),
+    "l0-heads": dict(method="l0", prune_ffn=False, prune_blocks=False),
+    "l0-ffn": dict(method="l0", prune_heads=False, prune_blocks=False),
+    "random": dict(method="random"),
+    "uniform": dict(method="uniform"),
+    "posttrain": dict(method="posttrain"),
+}
+DEFAULT_METHODS = tuple(METHODS)
+
+
+class SweepError(ValueError):
+    """A sweep request that cannot run as given (the message says what to change)."""
+
+
+def check_points(targets, methods) -> tuple[list[float], list[str]]:
+    """Targets as floats in (0, 1) and known method names, each once, in the order given."""
+    try:
+        targets = [float(t) for t in targets]
+    except ValueError as e:
+        raise SweepError(f"targets must be numbers, e.g. 0.8,0.6,0.5: {e}") from e
+    bad = [t for t in targets if not 0.0 < t < 1.0]
+    if bad or not targets:
+        raise SweepError(f"targets must be fractions in (0, 1) of the prunable parameters kept, got {bad or 'none'}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise SweepError(f"unknown method(s) {unknown or 'none'}; choose from {','.join(METHODS)}")
+    return list(dict.fromkeys(targets)), list(dict.fromkeys(methods))
+
+
+def _point_path(out_dir: str, method: str, target: float | None) -> str:
+    name = "teacher" if method == "teacher" else f"{method}-{target:g}"
+    return os.path.join(out_dir, "points", name + ".json")
+
+
+def _finished(path: str, settings: dict) -> dict | None:
+    """The persisted point at ``path`` if there is one; refuses one made with other settings."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        point = json.load(f)
+    if point["settings"] != settings:
+        old = point["settings"]
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+        raise SweepError(f"{path} was made with other settings ({diff}); delete it to redo that point, or use another out_dir")
+    return point
+
+
+def _scores(scores: dict) -> dict:
+    return {k: scores.get(src, float("nan")) for k, src in
+            (("exact", "exact"), ("f1", "f1"), ("hasans_f1", "HasAns_f1"), ("best_f1", "best_f1"))}
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(rows: list[dict], path: str, title: str = "") -> None:
+    """Two panels: F1 against measured speed-up and against parameters; a line per method, the teacher a star."""
+    from matplotlib.figure import Figure  # not pyplot: leaves the caller's matplotlib backend alone
+
+    fig = Figure(figsize=(11, 4.2))
+    panels = fig.subplots(1, 2)
+    axes = ((panels[0], "speedup", 1.0, "measured speed-up over the dense model"), (panels[1], "params", 1e-6, "parameters (M)"))
+    methods = dict.fromkeys(r["method"] for r in rows if r["method"] != "teacher")
+    for ax, key, scale, label in axes:
+        for method in methods:
+            line = sorted((r for r in rows if r["method"] == method), key=lambda r: r[key])
+            ax.plot([r[key] * scale for r in line], [r["f1"] for r in line], marker="o", label=method)
+        for r in rows:
+            if r["method"] == "teacher":
+                ax.scatter([r[key] * scale], [r["f1"]], marker="*", s=150, color="black", zorder=3, label="teacher")
+        ax.set_xlabel(label)
+        ax.set_ylabel("SQuAD 2.0 F1")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def sweep(
+    model_path: str,
+    train_data: str | None,
+    eval_data: str | None,
+    targets,
+    methods=DEFAULT_METHODS,
+    *,
+    out_dir: str,
+    train_cfg: TrainConfig | None = None,
+    prune_cfg: PruneConfig | None = None,
+    seq_len: int = 384,
+    batch_size: int = 1,
+    repeats: int = 30,
+) -> list[dict]:
+    """Run every unfinished (method, target) point into ``out_dir``; returns the curve's rows, teacher first.
+
+    ``train_data``/``eval_data``: SQuAD 2.0 JSON paths, or None for the hub's ``squad_v2``.
+    ``train_cfg`` (steps, ``finetune_steps``, example limits, ...) is shared by every point;
+    ``prune_cfg`` is the base each method's fields (METHODS) and the target are set on.
+    ``seq_len``/``batch_size``/``repeats`` shape the latency measurement and the FLOP count.
+    """
+    tcfg, base = train_cfg or TrainConfig(), prune_cfg or PruneConfig()
+    if tcfg.task != "squad":
+        raise SweepError("sweep scores SQuAD 2.0 (exact/F1 columns); run it with task='squad'")
+    targets, methods = check_points(targets, methods)
+    teacher, tokenizer = load_model(model_path)
+    if seq_len > teacher.config.max_position_embeddings:
+        raise SweepError(f"seq_len {seq_len} exceeds the model's {teacher.config.max_position_embeddings} positions; pick a smaller one")
+    device = "cuda" if torch.cuda.is_available() and not tcfg.cpu else "cpu"
+    teacher = teacher.to(device).eval()
+    common = dict(model=model_path, train_data=train_data, eval_data=eval_data, seq_len=seq_len, batch_size=batch_size)
+    train_fields = {f"train.{k}": v for k, v in asdict(tcfg).items()}
+    eval_fields = {k: train_fields[f"train.{k}"] for k in ("max_eval_examples", "max_length", "doc_stride", "cpu")}
+    data = {}
+
+    def load(split: str):  # read and window the data once, only if some point still needs it
+        if split not in data:
+            if split == "train":
+                data["train"] = load_squad(train_data, "train", tcfg.max_train_examples)
+            else:
+                examples = load_squad(eval_data, "validation", tcfg.max_eval_examples)
+                data["eval"] = examples, eval_features(examples, tokenizer, tcfg.max_length, tcfg.doc_stride)
+        return data[split]
+
+    def score(model) -> dict:
+        examples, features = load("eval")
+        return _scores(evaluate(model, tokenizer, examples, features=features, max_length=tcfg.max_length, doc_stride=tcfg.doc_stride))
+
+    plan = [("teacher", None)] + [(m, t) for m in methods for t in targets]
+    rows = []
+    bar = tqdm(plan, desc="sweep", unit="point")
+    for method, target in bar:
+        bar.set_postfix(point=method if target is None else f"{method}-{target:g}")
+        path = _point_path(out_dir, method, target)
+        if method == "teacher":
+            settings = {"model": model_path, "eval_data": eval_data, "seq_len": seq_len} | eval_fields
+        else:
+            cfg = replace(base, target=target, **METHODS[method])
+            floor = min_size(teacher, cfg)
+            if target < floor - 1e-9:
+                log.warning("skipping %s at target %g: it keeps at least %.3f of the prunable parameters", method, target, floor)
+                continue
+            settings = common | {f"prune.{k}": v for k, v in asdict(cfg).items()} | train_fields
+        point = _finished(path, settings)
+        if point is None:
+            if method == "teacher":
+                point = _teacher_point(teacher, seq_len, score)
+            else:
+                point = _run_point(method, teacher, tokenizer, cfg, tcfg, load("train"), score, device, seq_len, batch_size, repeats)
+            point["settings"] = settings
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_write_json(point, path)
+        rows.append(point["row"])
+    bar.close()
+    write_csv(rows, os.path.join(out_dir, "curve.csv"))
+    name = os.path.basename(os.path.normpath(model_path))
+    plot(rows, os.path.join(out_dir, "curve.png"), title=f"{name}: SQuAD 2.0 F1; speed-up at batch {batch_size}, {seq_len} tokens, {device}")
+    return rows
+
+
+def _teacher_point(teacher, seq_len: int, score) -> dict:
+    report = model_report(teacher, seq_len)
+    row = dict(method="teacher", target=1.0, params=report["params_after"], flops=report["encoder_flops_after"], speedup=1.0)
+    return {"row": row | score(teacher) | {"seconds": 0.0}}
+
+
+def _run_point(method, teacher, tokenizer, cfg, tcfg, train_examples, score, device, seq_len, batch_size, repeats) -> dict:
+    """Prune, score and time one (method, target); the point's JSON (row plus the compact structure)."""
+    t0 = time.perf_counter()
+    # No eval data here: the sweep scores the compact model itself, on features windowed once.
+    result = prune(teacher, cfg, train_examples, None, tokenizer, tcfg)
+    seconds = time.perf_counter() - t0
+    compact = result.model.to(device).eval()
+    ms = compare({"teacher": teacher, "compact": compact}, batch_size, seq_len, repeats=repeats)
+    report = model_report(compact, seq_len)
+    row = dict(
+        method=method, target=cfg.target, params=report["params_after"], flops=report["encoder_flops_after"],
+        speedup=ms["teacher"] / ms["compact"],
+    )
+    row |= score(compact) | {"seconds": round(seconds, 2)}
+    return {"row": row, "size": result.size, "latency_ms": ms, "num_heads": compact.config.num_heads, "ffn_dims": compact.config.ffn_dims}
