@@ -50,11 +50,11 @@ def run_demo(out: str = "runs/demo", steps: int | None = None) -> dict:
     b, a = result.eval_before, result.eval_after
     rows = [("F1 (threshold 0)", "f1"), ("F1 (best threshold)", "best_f1"), ("HasAns F1", "HasAns_f1"), ("NoAns F1", "NoAns_f1")]
     print(f"\nslimbert demo: pruned to {result.size:.3f} of prunable parameters in {minutes:.1f} min (CPU)")
-    print(f"{'':24}{'teacher':>10}{'pruned':>10}")
+    print(f"{'':24}{'teacher':>12}{'pruned':>12}")
     for label, key in rows:
-        print(f"{label:24}{b[key]:>10.1f}{a[key]:>10.1f}")
-    print(f"{'parameters':24}{result.params_before:>10,}{result.params_after:>10,}")
-    print(f"{'latency b1 s384 (ms)':24}{lat['dense']:>10.1f}{lat['pruned']:>10.1f}   ({lat['dense'] / lat['pruned']:.2f}x faster)")
+        print(f"{label:24}{b[key]:>12.1f}{a[key]:>12.1f}")
+    print(f"{'parameters':24}{result.params_before:>12,}{result.params_after:>12,}")
+    print(f"{'latency b1 s384 (ms)':24}{lat['dense']:>12.1f}{lat['pruned']:>12.1f}   ({lat['dense'] / lat['pruned']:.2f}x faster)")
     print(f"eval on {b['n']} questions of {EVAL.name}; compact model saved to {out}\n")
     summary = {k: v for k, v in result.summary().items() if k != "history"}
     summary["latency_ms"] = lat
