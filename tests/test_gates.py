@@ -119,7 +119,7 @@ def test_snap_lands_on_the_target_with_hard_gates(target):
         for g in slimbert.get_gates(model):
             g.heads.log_alpha.normal_()
             g.units.log_alpha.normal_()
-    best_head = max(range(4), key=lambda i: float(slimbert.get_gates(model)[0].heads.log_alpha[i]))
+    best_head = max(range(4), key=lambda i: float(slimbert.get_gates(model)[0].heads.log_alpha[i].detach()))
     size = slimbert.snap_gates(model, target)
     c_head, _ = unit_costs(model)
     assert target - c_head / prunable_parameters(model) <= size <= target + 1e-12

@@ -24,13 +24,14 @@ def dev_path():
 
 
 def test_teacher_scores_like_its_eval_card(teacher_dir, dev_path):
-    """400 dev questions: the teacher answers (HasAns F1 well above chance) and over-answers (NoAns low)."""
+    """Every 11th dev question (all 11 articles): the teacher answers well and over-answers (NoAns low)."""
     model = AutoModelForQuestionAnswering.from_pretrained(teacher_dir, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(teacher_dir)
-    examples = slimbert.load_squad(dev_path, limit=400)
+    examples = slimbert.load_squad(dev_path)
+    examples = examples.select(range(0, len(examples), 11))  # one article alone can be much harder
     s = slimbert.evaluate(model, tok, examples)
-    assert s["HasAns_total"] + s["NoAns_total"] == 400
-    assert s["HasAns_f1"] > 55  # EVAL.md: 70.6 on all 4,474 questions
+    assert s["HasAns_total"] + s["NoAns_total"] == 407
+    assert s["HasAns_f1"] > 62  # EVAL.md: 70.6 on all 4,474 questions
     assert s["NoAns_f1"] < 40  # EVAL.md: 19.5 at threshold 0
     assert s["best_f1"] > s["f1"]
 
