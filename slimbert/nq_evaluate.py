@@ -17,44 +17,13 @@ import time
 from collections.abc import Iterable
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from .data import MODEL_INPUTS, Collator
-from .evaluate import PAD_LOGIT
+from .evaluate import predict_logits
 from .metrics import _best_span, _to_numpy
 from .nq import Candidate, NQExample
 from .nq_features import NQEvalSet, eval_features
 from .nq_metrics import NQAnswer, nq_score
 from .nq_model import LONG, NO, SHORT, YES
-
-
-@torch.no_grad()
-def predict_nq_logits(model, features, tokenizer, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(n_features, max_len) start and end logits (padding at PAD_LOGIT) and (n_features, 5) answer-type
-    logits, or None for a model without the answer-type head."""
-    model.eval()
-    device = next(model.parameters()).device
-    inputs = features.select_columns([c for c in MODEL_INPUTS if c in features.column_names])
-    loader = DataLoader(inputs, batch_size=batch_size, collate_fn=Collator(tokenizer))
-    width = max(len(ids) for ids in features["input_ids"])
-    starts = np.full((len(features), width), PAD_LOGIT, dtype=np.float32)
-    ends = np.full_like(starts, PAD_LOGIT)
-    types, row = None, 0
-    for batch in tqdm(loader, desc="nq eval", leave=False):
-        out = model(**{k: v.to(device) for k, v in batch.items()})
-        n, t = out.start_logits.shape
-        keep = batch["attention_mask"].bool().numpy()
-        starts[row : row + n, :t] = np.where(keep, out.start_logits.float().cpu().numpy(), PAD_LOGIT)
-        ends[row : row + n, :t] = np.where(keep, out.end_logits.float().cpu().numpy(), PAD_LOGIT)
-        type_logits = getattr(out, "answer_type_logits", None)
-        if type_logits is not None:
-            if types is None:
-                types = np.zeros((len(features), type_logits.shape[-1]), dtype=np.float32)
-            types[row : row + n] = type_logits.float().cpu().numpy()
-        row += n
-    return starts, ends, types
 
 
 def _long_answer(candidates: list[Candidate], start: int, end: int) -> tuple[int, int] | None:
@@ -136,7 +105,7 @@ def evaluate_nq(
     """
     t0 = time.perf_counter()
     eval_set = examples if isinstance(examples, NQEvalSet) else eval_features(examples, tokenizer, max_length, doc_stride)
-    starts, ends, types = predict_nq_logits(model, eval_set.features, tokenizer, batch_size)
+    starts, ends, types = predict_logits(model, eval_set.features, tokenizer, batch_size, desc="nq eval")
     preds = postprocess_nq(eval_set, starts, ends, types)
     scores = nq_score(eval_set.gold, preds, threshold=-null_threshold)  # score = span - null
     scores["skipped"] = eval_set.skipped

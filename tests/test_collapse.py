@@ -1,6 +1,5 @@
 """Collapse: the compact model equals the gated model it came from, for every irregular shape."""
 
-import copy
 
 import pytest
 import torch

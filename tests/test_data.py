@@ -1,6 +1,5 @@
 """SQuAD loading, validation errors, and sliding-window features."""
 
-import json
 
 import pytest
 
