@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+from functools import partial
 import logging
 import os
 import random
@@ -310,7 +311,7 @@ def prune(
         eval_feats = eval_features(eval_ex, tokenizer, tcfg.max_length, tcfg.doc_stride) if eval_ex is not None else None
         score = None
         if eval_ex is not None:
-            score = lambda m: evaluate(m, tokenizer, eval_ex, features=eval_feats, max_length=tcfg.max_length)  # noqa: E731
+            score = partial(evaluate, tokenizer=tokenizer, examples=eval_ex, features=eval_feats, max_length=tcfg.max_length)
 
     def eval_fn(m):
         if score is None:

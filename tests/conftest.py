@@ -59,6 +59,15 @@ def tokenizer():
 
 
 @pytest.fixture
+def model_dir(tmp_path, tokenizer):
+    """A tiny random BERT QA model saved with the vendored tokenizer: a folder the CLI can load."""
+    path = tmp_path / "teacher"
+    tiny_model("bert").save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
 def squad_files():
     """The vendored SQuAD 2.0 slices (train, dev), always present."""
     return str(DEMO / "squad2-train-slice.json"), str(DEMO / "squad2-dev-slice.json")

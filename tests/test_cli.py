@@ -12,14 +12,6 @@ SMALL = ["--max-steps", "2", "--batch-size", "4", "--max-length", "96", "--doc-s
          "--max-train-examples", "16", "--max-eval-examples", "8"]
 
 
-@pytest.fixture
-def model_dir(tmp_path, tokenizer):
-    path = tmp_path / "teacher"
-    tiny_model("bert").save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def _json_line(capsys):
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 

@@ -25,14 +25,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def model_dir(tmp_path, tokenizer):
-    path = tmp_path / "teacher"
-    tiny_model("bert").save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def _read_csv(path):
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
