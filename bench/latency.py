@@ -5,7 +5,8 @@
 Variants: dense eager, dense sdpa, compact with the PyTorch fallback (SLIMBERT_KERNELS=torch), and
 on CUDA compact with the Triton kernels. Cases: batch 1/8/32 x seq 128/384 x fp16/bf16/fp32 on a
 GPU, batch 1/8 x seq 128/384 x fp32 on a CPU. Each case: warm-up, then the median and spread of
-repeats (CUDA events on a GPU), all variants interleaved in one run so ratios are fair. Writes
+repeats (CUDA events on a GPU), all variants interleaved in one run so ratios are fair. Plus real
+SQuAD lengths: 32 dev windows, the compact model padded vs unpadded (slimbert/unpad.py). Writes
 bench/results/<device>-<date>.json and a PNG of speed-ups over dense sdpa. Without --pruned a
 compact model is made from the teacher by keeping a random structure at --target: fine for speed,
 meaningless for accuracy (the JSON says which was used).
@@ -65,6 +66,26 @@ def run_case(variants: dict, batch: int, seq: int, dtype, repeats: int, rounds: 
     return {n: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v)} for n, v in samples.items()}
 
 
+def squad_batch(tokenizer, path: str, batch: int, max_length: int = 384, device="cpu") -> dict:
+    """``batch`` real SQuAD windows (right-padded to the longest): the unpadded case's input."""
+    from slimbert.data import eval_features, load_squad
+
+    feats = eval_features(load_squad(path, limit=batch * 2), tokenizer, max_length, 128).select(range(batch))
+    enc = tokenizer.pad({"input_ids": feats["input_ids"]}, return_tensors="pt")
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+def run_unpadded(model, inputs: dict, kernels: str, repeats: int) -> dict:
+    """Padded forward vs unpadded_logits of the same compact model on the same real batch."""
+    from slimbert.unpad import unpadded_logits
+
+    os.environ["SLIMBERT_KERNELS"] = kernels
+    padded = measure(model, inputs, repeats=repeats)
+    unpadded = measure(lambda **kw: unpadded_logits(model, kw["input_ids"], kw["attention_mask"]), inputs, repeats=repeats)
+    os.environ.pop("SLIMBERT_KERNELS", None)
+    return {"padded": padded, "unpadded": unpadded}
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -98,6 +119,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seqs", default="128,384")
     p.add_argument("--dtypes", default=None, help="comma list (default fp16,bf16,fp32 on GPU, fp32 on CPU)")
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--squad", default=None, help="SQuAD JSON for the real-length unpadded case (default: the demo slice)")
     p.add_argument("--out", default=None, help="results JSON path (default bench/results/<device>-<date>.json)")
     args = p.parse_args(argv)
 
@@ -137,6 +159,22 @@ def main(argv=None) -> dict:
                 row = "  ".join(f"{n} {v['median_ms']:8.2f}" for n, v in ms.items())
                 print(f"{dname} b{b:<3} s{s:<4} {row}  speed-up {ms['dense-sdpa']['median_ms'] / ms['compact-torch']['median_ms']:.2f}x", flush=True)
 
+    # Real SQuAD lengths, batch 32: the same compact model padded vs packed (kernels.attention_varlen).
+    from transformers import AutoTokenizer
+
+    squad = args.squad or str(Path(slimbert.__file__).parent / "demo" / "squad2-dev-slice.json")
+    batch = squad_batch(AutoTokenizer.from_pretrained(args.model), squad, 32, device=device)
+    unpadded = {}
+    for dname in dtypes:
+        if not cuda and dname != "fp32":
+            continue
+        small = compact.to(device, DTYPES[dname]).eval()
+        unpadded[dname] = run_unpadded(small, batch, "auto", repeats)
+        u = unpadded[dname]
+        print(f"{dname} squad b32 padded {u['padded']['median_ms']:.2f} ms, unpadded {u['unpadded']['median_ms']:.2f} ms "
+              f"({u['padded']['median_ms'] / u['unpadded']['median_ms']:.2f}x); real tokens "
+              f"{int(batch['attention_mask'].sum())} of {batch['attention_mask'].numel()}", flush=True)
+
     results = {
         "device": device_name(),
         "date": dt.date.today().isoformat(),
@@ -149,6 +187,8 @@ def main(argv=None) -> dict:
         "params_compact": sum(p.numel() for p in compact.parameters()),
         "flops_ratio": report["flops_ratio"],
         "cases": cases,
+        "squad_unpadded_b32": unpadded,
+        "squad_real_tokens": [int(batch["attention_mask"].sum()), batch["attention_mask"].numel()],
     }
     RESULTS.mkdir(exist_ok=True)
     out = Path(args.out) if args.out else RESULTS / f"{results['device']}-{results['date']}.json"

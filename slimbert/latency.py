@@ -21,8 +21,9 @@ def make_inputs(model, batch: int, seq_len: int, device=None, seed: int = 0) -> 
 
 @torch.inference_mode()
 def measure(model, inputs: dict, repeats: int = 10, warmup: int = 2) -> dict:
-    """{"median_ms", "min_ms", "max_ms", "repeats"} of ``model(**inputs)``."""
-    model.eval()
+    """{"median_ms", "min_ms", "max_ms", "repeats"} of ``model(**inputs)`` (a module or any callable)."""
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     cuda = inputs["input_ids"].is_cuda
     for _ in range(warmup):
         model(**inputs)
