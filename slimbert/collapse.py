@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ._ext import gather_scaled
-from .arch import base_model, encoder_layers, head_dim
+from .arch import encoder_layers, head_dim
 from .compact import SlimBertConfig, SlimBertForQuestionAnswering
 from .gates import HardConcreteGate, get_gates
 
@@ -97,7 +97,3 @@ def collapse(model: nn.Module, backend: str = "auto") -> SlimBertForQuestionAnsw
     compact.load_state_dict(state, strict=True)
     return compact.to(next(model.parameters()).device).eval()
 
-
-def is_collapsible(model: nn.Module) -> bool:
-    base_model(model)
-    return bool(get_gates(model))
