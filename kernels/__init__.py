@@ -6,7 +6,7 @@ says it can run. ``import kernels`` works without triton installed (then only th
 """
 
 from ._utils import HAS_TRITON, use_triton
-from .attention import attention, attention_varlen, reference_attention, reference_attention_varlen
+from .attention import attention, attention_varlen, dropout_mask, reference_attention, reference_attention_varlen
 from .ffn import ffn, reference_ffn
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "attention",
     "attention_varlen",
     "ffn",
+    "dropout_mask",
     "reference_attention",
     "reference_attention_varlen",
     "reference_ffn",

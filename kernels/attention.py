@@ -2,13 +2,17 @@
 
 Holds:
   * ``_attn_fwd_kernel``: flash-attention style forward (online softmax) with the key-padding
-    mask and the per-head gate ``head_scale`` fused; the same kernel serves padded (B, H, T, d)
-    batches and packed variable-length batches (``cu_seqlens``).
+    mask, the per-head gate ``head_scale`` and attention-probability dropout fused; the same kernel
+    serves padded (B, H, T, d) batches and packed variable-length batches (``cu_seqlens``).
   * ``_attn_bwd_preprocess_kernel``, ``_attn_bwd_dkdv_kernel``, ``_attn_bwd_dq_kernel``: fused
     backward producing dq, dk, dv and the per-row terms from which d(head_scale) is summed.
   * launchers, ``_AttentionFunction`` and the front doors ``attention`` / ``attention_varlen``.
   * ``reference_attention`` / ``reference_attention_varlen``: the same math in plain PyTorch,
     used as the CPU fallback and as the test oracle.
+
+Dropout is counter-based (Philox, ``tl.rand``): whether probability (b, h, i, j) is dropped is a
+pure function of (seed, b, h, i, j), so the backward regenerates the forward's mask instead of
+storing it, and ``dropout_mask`` rebuilds it for the reference.
 
 Constraints: head_dim <= 256 (any value; non powers of two are padded to the next power of two
 inside the kernel and masked). The varlen path is forward only: when gradients are required
@@ -41,16 +45,23 @@ LOG2E = math.log2(math.e)
 
 
 @triton.jit
+def _dropout_keep(seed, pid_bh, rows, cols, seq_len, dropout_p):
+    """True where attention probability (pid_bh, row, col) survives dropout (any tile orientation)."""
+    offs = (pid_bh.to(tl.int64) * seq_len + rows.to(tl.int64)) * seq_len + cols.to(tl.int64)
+    return tl.rand(seed, offs) >= dropout_p
+
+
+@triton.jit
 def _attn_fwd_kernel(
     Q, K, V, Out, OutRaw, Lse, KeyMask, HeadScale, CuSeqlens,
-    qk_scale, seq_len, n_heads, head_dim,
+    qk_scale, seq_len, n_heads, head_dim, seed, dropout_p, dropout_scale,
     stride_qb, stride_qh, stride_qt, stride_qd,
     stride_kb, stride_kh, stride_kt, stride_kd,
     stride_vb, stride_vh, stride_vt, stride_vd,
     stride_ob, stride_oh, stride_ot, stride_od,
     stride_mb, stride_mt,
     HAS_MASK: tl.constexpr, HAS_SCALE: tl.constexpr, STORE_RAW: tl.constexpr,
-    STORE_LSE: tl.constexpr, IS_VARLEN: tl.constexpr,
+    STORE_LSE: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     DOT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -105,6 +116,9 @@ def _attn_fwd_kernel(
 
         v = tl.load(v_base + cols[:, None] * stride_vt, mask=(cols < seq_len)[:, None] & d_ok[None, :],
                     other=0.0).to(DOT)
+        if HAS_DROPOUT:  # after l_i: the softmax normaliser counts dropped probabilities too
+            keep_p = _dropout_keep(seed, pid_bh, offs_m[:, None], cols[None, :], seq_len, dropout_p)
+            p = tl.where(keep_p, p * dropout_scale, 0.0)
         p = p.to(V.dtype.element_ty).to(DOT)  # rounded to the input precision, as on the GPU
         acc = tl.dot(p, v, acc * alpha[:, None], input_precision=PRECISION)
         m_i = m_new
@@ -158,14 +172,14 @@ def _attn_bwd_preprocess_kernel(
 @triton.jit
 def _attn_bwd_dkdv_kernel(
     Q, K, V, DOut, DK, DV, Lse, Delta, KeyMask, HeadScale,
-    qk_scale, sm_scale, seq_len, n_heads, head_dim,
+    qk_scale, sm_scale, seq_len, n_heads, head_dim, seed, dropout_p, dropout_scale,
     stride_qb, stride_qh, stride_qt, stride_qd,
     stride_kb, stride_kh, stride_kt, stride_kd,
     stride_vb, stride_vh, stride_vt, stride_vd,
     stride_gb, stride_gh, stride_gt, stride_gd,
     stride_db, stride_dh, stride_dt, stride_dd,
     stride_mb, stride_mt,
-    HAS_MASK: tl.constexpr, HAS_SCALE: tl.constexpr,
+    HAS_MASK: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     DOT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -211,10 +225,16 @@ def _attn_bwd_dkdv_kernel(
         # Transposed tiles, (BLOCK_N, BLOCK_M): keys on rows, queries on columns.
         st = tl.dot(k, tl.trans(q), input_precision=PRECISION)
         pt = tl.where(col_ok[:, None] & row_ok[None, :], tl.exp2(st * qk_scale - lse[None, :]), 0.0)
-        dv = tl.dot(pt.to(Q.dtype.element_ty).to(DOT), do, dv, input_precision=PRECISION)
         dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
         if HAS_SCALE:
             dpt = dpt * gate
+        if HAS_DROPOUT:  # O = (Z * P) V with Z the scaled keep-mask: dV = (Z * P)^T dO, dP = Z * (dO V^T)
+            keep_p = _dropout_keep(seed, pid_bh, rows[None, :], offs_n[:, None], seq_len, dropout_p)
+            dv = tl.dot(tl.where(keep_p, pt * dropout_scale, 0.0).to(Q.dtype.element_ty).to(DOT), do, dv,
+                        input_precision=PRECISION)
+            dpt = tl.where(keep_p, dpt * dropout_scale, 0.0)
+        else:
+            dv = tl.dot(pt.to(Q.dtype.element_ty).to(DOT), do, dv, input_precision=PRECISION)
         dst = pt * (dpt - delta[None, :])
         dk = tl.dot(dst.to(Q.dtype.element_ty).to(DOT), q, dk, input_precision=PRECISION)
 
@@ -229,14 +249,14 @@ def _attn_bwd_dkdv_kernel(
 @triton.jit
 def _attn_bwd_dq_kernel(
     Q, K, V, DOut, DQ, Lse, Delta, KeyMask, HeadScale,
-    qk_scale, sm_scale, seq_len, n_heads, head_dim,
+    qk_scale, sm_scale, seq_len, n_heads, head_dim, seed, dropout_p, dropout_scale,
     stride_qb, stride_qh, stride_qt, stride_qd,
     stride_kb, stride_kh, stride_kt, stride_kd,
     stride_vb, stride_vh, stride_vt, stride_vd,
     stride_gb, stride_gh, stride_gt, stride_gd,
     stride_db, stride_dh, stride_dt, stride_dd,
     stride_mb, stride_mt,
-    HAS_MASK: tl.constexpr, HAS_SCALE: tl.constexpr,
+    HAS_MASK: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     DOT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -281,6 +301,9 @@ def _attn_bwd_dq_kernel(
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         if HAS_SCALE:
             dp = dp * gate
+        if HAS_DROPOUT:
+            keep_p = _dropout_keep(seed, pid_bh, offs_m[:, None], cols[None, :], seq_len, dropout_p)
+            dp = tl.where(keep_p, dp * dropout_scale, 0.0)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(Q.dtype.element_ty).to(DOT), k, dq, input_precision=PRECISION)
 
@@ -292,6 +315,10 @@ def _attn_bwd_dq_kernel(
 # ---------------------------------------------------------------------------------------------
 # Launchers
 # ---------------------------------------------------------------------------------------------
+
+
+def _keep_scale(dropout_p: float) -> float:
+    return 1.0 / (1.0 - dropout_p) if dropout_p > 0 else 1.0
 
 
 def _check_head_dim(d: int) -> None:
@@ -309,7 +336,7 @@ def _mask_args(key_padding_mask):
     return mask, mask.stride(0), mask.stride(1)
 
 
-def _attn_fwd(q, k, v, key_padding_mask, head_scale, scaling, store_lse, store_raw):
+def _attn_fwd(q, k, v, key_padding_mask, head_scale, scaling, store_lse, store_raw, dropout_p=0.0, seed=0):
     """Returns out (B, T, H, d), the un-gated out (or None) and lse (B, H, T) fp32 (or None)."""
     B, H, T, d = q.shape
     _check_head_dim(d)
@@ -323,12 +350,12 @@ def _attn_fwd(q, k, v, key_padding_mask, head_scale, scaling, store_lse, store_r
     grid = (triton.cdiv(T, cfg["BLOCK_M"]), B * H)
     _attn_fwd_kernel[grid](
         q, k, v, out, out_raw, lse, mask, head_scale, None,
-        scaling * LOG2E, T, H, d,
+        scaling * LOG2E, T, H, d, seed, dropout_p, _keep_scale(dropout_p),
         *q.stride(), *k.stride(), *v.stride(),
         out.stride(0), out.stride(2), out.stride(1), out.stride(3),  # out is (B, T, H, d)
         stride_mb, stride_mt,
         HAS_MASK=mask is not None, HAS_SCALE=head_scale is not None, STORE_RAW=store_raw,
-        STORE_LSE=store_lse, IS_VARLEN=False,
+        STORE_LSE=store_lse, IS_VARLEN=False, HAS_DROPOUT=dropout_p > 0,
         DOT=dot_dtype(q.dtype), PRECISION=dot_precision(q.dtype), **cfg,
     )
     return out, out_raw, lse
@@ -348,19 +375,20 @@ def _attn_varlen_fwd(q, k, v, cu_seqlens, max_seqlen, head_scale, scaling):
     # Packed (total, H, d) tensors: batch stride 0, the token stride plays the time stride.
     _attn_fwd_kernel[grid](
         q, k, v, out, None, None, None, head_scale, cu,
-        scaling * LOG2E, max_seqlen, H, d,
+        scaling * LOG2E, max_seqlen, H, d, 0, 0.0, 1.0,
         0, q.stride(1), q.stride(0), q.stride(2),
         0, k.stride(1), k.stride(0), k.stride(2),
         0, v.stride(1), v.stride(0), v.stride(2),
         0, out.stride(1), out.stride(0), out.stride(2),
         0, 0,
         HAS_MASK=False, HAS_SCALE=head_scale is not None, STORE_RAW=False, STORE_LSE=False, IS_VARLEN=True,
+        HAS_DROPOUT=False,
         DOT=dot_dtype(q.dtype), PRECISION=dot_precision(q.dtype), **cfg,
     )
     return out
 
 
-def _attn_bwd(dout, q, k, v, out_saved, lse, key_padding_mask, head_scale, scaling, need_dhead):
+def _attn_bwd(dout, q, k, v, out_saved, lse, key_padding_mask, head_scale, scaling, need_dhead, dropout_p=0.0, seed=0):
     """Returns dq, dk, dv (B, H, T, d) and d(head_scale) (H,) fp32 or None.
 
     ``out_saved`` is the un-gated output when ``need_dhead``, else the (gated) output.
@@ -383,10 +411,10 @@ def _attn_bwd(dout, q, k, v, out_saved, lse, key_padding_mask, head_scale, scali
         out_saved, dout, delta, drow, head_scale, T, H, d, *o_strides, *g_strides,
         RAW_OUT=need_dhead, BLOCK_M=block_m, BLOCK_D=block_d, **launch,
     )
-    args = (lse, delta, mask, head_scale, scaling * LOG2E, scaling, T, H, d,
+    args = (lse, delta, mask, head_scale, scaling * LOG2E, scaling, T, H, d, seed, dropout_p, _keep_scale(dropout_p),
             *q.stride(), *k.stride(), *v.stride(), *g_strides, *dq.stride(), stride_mb, stride_mt)
     flags = dict(
-        HAS_MASK=mask is not None, HAS_SCALE=head_scale is not None,
+        HAS_MASK=mask is not None, HAS_SCALE=head_scale is not None, HAS_DROPOUT=dropout_p > 0,
         DOT=dot_dtype(q.dtype), PRECISION=dot_precision(q.dtype),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, **launch,
     )
@@ -403,15 +431,15 @@ def _attn_bwd(dout, q, k, v, out_saved, lse, key_padding_mask, head_scale, scali
 
 class _AttentionFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, key_padding_mask, head_scale, scaling):
+    def forward(ctx, q, k, v, key_padding_mask, head_scale, scaling, dropout_p, seed):
         training = any(ctx.needs_input_grad)
         need_dhead = ctx.needs_input_grad[4]
         gate = head_scale.contiguous() if head_scale is not None else None  # kernels index it densely
         out, out_raw, lse = _attn_fwd(q, k, v, key_padding_mask, gate, scaling,
-                                      store_lse=training, store_raw=need_dhead)
+                                      store_lse=training, store_raw=need_dhead, dropout_p=dropout_p, seed=seed)
         if training:
             ctx.save_for_backward(q, k, v, out_raw if need_dhead else out, lse, key_padding_mask, gate)
-            ctx.scaling = scaling
+            ctx.scaling, ctx.dropout_p, ctx.seed = scaling, dropout_p, seed
         return out
 
     @staticmethod
@@ -419,26 +447,48 @@ class _AttentionFunction(torch.autograd.Function):
         q, k, v, out_saved, lse, key_padding_mask, gate = ctx.saved_tensors
         need_dhead = ctx.needs_input_grad[4]
         dq, dk, dv, dhead = _attn_bwd(dout, q, k, v, out_saved, lse, key_padding_mask, gate, ctx.scaling,
-                                      need_dhead)
+                                      need_dhead, ctx.dropout_p, ctx.seed)
         if dhead is not None:
             dhead = dhead.to(gate.dtype)
-        return dq, dk, dv, None, dhead, None
+        return dq, dk, dv, None, dhead, None, None, None
 
 
-def attention(q, k, v, key_padding_mask=None, head_scale=None, scaling=None):
+def attention(q, k, v, key_padding_mask=None, head_scale=None, scaling=None, dropout_p=0.0, seed=None):
     """Softmax attention over (B, H, T, d) inputs; returns (B, T, H, d) contiguous.
 
     key_padding_mask: (B, T) bool, True = real token (False keys are ignored; a row with no real
     key returns 0). head_scale: (H,) per-head output gate, differentiable. scaling: default d**-0.5.
+    dropout_p: attention-probability dropout (training); ``seed`` fixes its mask (default: drawn
+    from torch's global generator, so ``torch.manual_seed`` makes runs repeatable).
     Runs the Triton kernels when ``use_triton(q)``, else ``reference_attention``.
     """
     if scaling is None:
         scaling = q.shape[-1] ** -0.5
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     if not use_triton(q) or q.dtype not in SUPPORTED_DTYPES or q.numel() == 0:
-        return reference_attention(q, k, v, key_padding_mask, head_scale, scaling)
+        return reference_attention(q, k, v, key_padding_mask, head_scale, scaling, dropout_p=dropout_p)
+    if dropout_p > 0 and seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, ()))
     # Casts happen outside the Function so autograd returns grads in the callers' dtypes.
     k, v = k.to(q.dtype), v.to(q.dtype)
-    return _AttentionFunction.apply(q, k, v, key_padding_mask, head_scale, float(scaling))
+    return _AttentionFunction.apply(q, k, v, key_padding_mask, head_scale, float(scaling), float(dropout_p), int(seed or 0))
+
+
+def dropout_mask(B, H, T, dropout_p, seed, device=None):
+    """The (B, H, T, T) multiplier (0 or 1/(1-p)) that ``attention(..., dropout_p, seed)`` applies.
+
+    Read back from the kernel itself (uniform probabilities, V = identity), so it is exact by
+    construction; for tests and for ``reference_attention(..., dropout_mask=...)``.
+    """
+    if not use_triton(torch.empty(0, device=device)):
+        raise RuntimeError("dropout_mask needs the Triton path (a CUDA device or TRITON_INTERPRET=1)")
+    if not 0 < T <= MAX_HEAD_DIM:
+        raise ValueError(f"dropout_mask reads the mask through V = identity, so T must be in [1, {MAX_HEAD_DIM}], got {T}")
+    eye = torch.eye(T, device=device).expand(B, H, T, T)
+    zeros = torch.zeros_like(eye)  # q = k = 0: every probability is 1/T
+    out = attention(zeros, zeros, eye, dropout_p=dropout_p, seed=seed)  # (B, T, H, T): Z / T
+    return (out.transpose(1, 2) > 0).float() * _keep_scale(dropout_p)
 
 
 def attention_varlen(q, k, v, cu_seqlens, max_seqlen, head_scale=None, scaling=None):
@@ -462,8 +512,12 @@ def attention_varlen(q, k, v, cu_seqlens, max_seqlen, head_scale=None, scaling=N
 # ---------------------------------------------------------------------------------------------
 
 
-def reference_attention(q, k, v, key_padding_mask=None, head_scale=None, scaling=None):
-    """Plain PyTorch version of ``attention``; softmax in fp32."""
+def reference_attention(q, k, v, key_padding_mask=None, head_scale=None, scaling=None, dropout_p=0.0, dropout_mask=None):
+    """Plain PyTorch version of ``attention``; softmax in fp32.
+
+    Dropout multiplies the probabilities by ``dropout_mask`` (B, H, T, T) when given (the kernel's
+    own mask, see ``dropout_mask``), else by a fresh torch dropout mask of rate ``dropout_p``.
+    """
     B, H, T, d = q.shape
     if scaling is None:
         scaling = d ** -0.5
@@ -476,6 +530,10 @@ def reference_attention(q, k, v, key_padding_mask=None, head_scale=None, scaling
         probs = torch.softmax(scores, dim=-1) * keep
     else:
         probs = torch.softmax(scores, dim=-1)
+    if dropout_mask is not None:
+        probs = probs * dropout_mask
+    elif dropout_p > 0:
+        probs = torch.nn.functional.dropout(probs, dropout_p)
     out = torch.matmul(probs.to(v.dtype), v)  # (B, H, T, d)
     if head_scale is not None:
         out = out * head_scale.to(out.dtype).view(1, H, 1, 1)

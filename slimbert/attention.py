@@ -34,9 +34,10 @@ def slimbert_attention(module, query, key, value, attention_mask, dropout: float
     """(B, H, T, d) q/k/v -> ((B, T, H, d) output, None), each head scaled by its gate."""
     gate = getattr(module, "head_gate", None)
     scale = gate() if gate is not None else None  # (H,)
-    if dropout == 0.0 and triton_enabled(query):  # the kernel has no attention dropout
+    if triton_enabled(query):  # dropout, padding mask and head gate all fused in the kernel
         mask = _key_padding(attention_mask, query.shape[0], key.shape[2])
-        return triton_attention(query, key, value, key_padding_mask=mask, head_scale=scale, scaling=scaling), None
+        out = triton_attention(query, key, value, key_padding_mask=mask, head_scale=scale, scaling=scaling, dropout_p=dropout)
+        return out, None
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if scale is not None:
         out = out * scale.to(out.dtype)[None, None, :, None]  # (B, T, H, d)

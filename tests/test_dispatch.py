@@ -46,3 +46,22 @@ def test_bad_kernel_switch_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("SLIMBERT_KERNELS", "cuda-please")
     with pytest.raises(ValueError, match="SLIMBERT_KERNELS must be auto, torch or triton"):
         compact(**random_batch(compact.config.vocab_size))
+
+
+def test_gated_training_with_attention_dropout_runs_the_kernel(monkeypatch):
+    # BERT trains with attention_probs_dropout_prob 0.1: the gated model must keep the fused kernel
+    # (dropout inside it) and still give every head gate a gradient.
+    gated = _gated("bert", attention_probs_dropout_prob=0.1).train()
+    batch = random_batch(gated.config.vocab_size, batch=2, seq=9, pad_from=4)
+    monkeypatch.setenv("SLIMBERT_KERNELS", "triton")
+    rates = []
+    real = slimbert.attention.triton_attention
+    monkeypatch.setattr(slimbert.attention, "triton_attention", lambda *a, **k: rates.append(k["dropout_p"]) or real(*a, **k))
+    out = gated(**batch)
+    (out.start_logits.sum() + out.end_logits.sum()).backward()
+    assert rates == [0.1] * 3
+    for g in slimbert.get_gates(gated):
+        assert g.heads.log_alpha.grad is not None and torch.isfinite(g.heads.log_alpha.grad).all()
+    gated.eval()
+    gated(**batch)
+    assert rates[3:] == [0.0] * 3  # eval mode: no dropout

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import attention, attention_varlen, reference_attention, reference_attention_varlen, use_triton
+from kernels import attention, attention_varlen, dropout_mask, reference_attention, reference_attention_varlen, use_triton
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # The kernel runs in the given dtype and is compared with the reference run in fp32 on the
@@ -33,12 +33,13 @@ def _inputs(B, H, T, d, dtype, device, gate=True):
     return qkv, ref, hs, hs_ref
 
 
-def _check_fwd_bwd(qkv, ref, hs, hs_ref, mask, dtype, scaling=None, grad_out=None):
+def _check_fwd_bwd(qkv, ref, hs, hs_ref, mask, dtype, scaling=None, grad_out=None, dropout_p=0.0, seed=None):
     q, k, v = qkv
     assert use_triton(q), "kernel tests must run the Triton path (CUDA or TRITON_INTERPRET=1)"
     B, H, T, d = q.shape
-    out = attention(q, k, v, key_padding_mask=mask, head_scale=hs, scaling=scaling)
-    expected = reference_attention(*ref, key_padding_mask=mask, head_scale=hs_ref, scaling=scaling)
+    out = attention(q, k, v, key_padding_mask=mask, head_scale=hs, scaling=scaling, dropout_p=dropout_p, seed=seed)
+    drop = dropout_mask(B, H, T, dropout_p, seed, device=q.device) if dropout_p else None
+    expected = reference_attention(*ref, key_padding_mask=mask, head_scale=hs_ref, scaling=scaling, dropout_mask=drop)
     assert out.shape == (B, T, H, d) and out.dtype == dtype and out.is_contiguous()
     torch.testing.assert_close(out.float(), expected, **TOL[dtype])
 
@@ -142,6 +143,45 @@ def test_attention_zero_heads(device):
     assert out.shape == (2, 5, 0, 32)
     out.sum().backward()
     assert q.grad.shape == q.shape and hs.grad.shape == (0,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention dropout (the gated model trains with BERT's attention_probs_dropout_prob)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("T", [7, 33])
+@pytest.mark.parametrize("H", [1, 5])
+def test_attention_dropout_matches_reference_with_the_kernels_mask(H, T, dtype, device):
+    B, d, p = 2, 32, 0.3
+    qkv, ref, hs, hs_ref = _inputs(B, H, T, d, dtype, device)
+    mask = torch.ones(B, T, dtype=torch.bool, device=device)
+    mask[1, T // 2 + 1:] = False
+    _check_fwd_bwd(qkv, ref, hs, hs_ref, mask, dtype, dropout_p=p, seed=1234)
+
+
+def test_dropout_mask_rate_values_and_seeds(device):
+    B, H, T, p = 2, 4, 64, 0.1
+    z = dropout_mask(B, H, T, p, seed=7, device=device)
+    assert z.shape == (B, H, T, T)
+    dropped = (z == 0).float().mean().item()
+    assert abs(dropped - p) < 0.01, dropped  # 32,768 draws: 6 standard deviations
+    assert torch.equal(z, dropout_mask(B, H, T, p, seed=7, device=device))
+    assert not torch.equal(z, dropout_mask(B, H, T, p, seed=8, device=device))
+    assert not torch.equal(z[0, 0], z[0, 1]) and not torch.equal(z[0, 0], z[1, 0])  # heads, sequences differ
+
+
+def test_attention_dropout_follows_torch_seed_and_rejects_bad_rate(device):
+    q, k, v = (torch.randn(2, 3, 9, 32, device=device) for _ in range(3))
+    torch.manual_seed(0)
+    a = attention(q, k, v, dropout_p=0.2)
+    torch.manual_seed(0)
+    b = attention(q, k, v, dropout_p=0.2)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(a, attention(q, k, v))
+    with pytest.raises(ValueError, match="dropout_p"):
+        attention(q, k, v, dropout_p=1.0)
 
 
 # ---------------------------------------------------------------------------------------------
