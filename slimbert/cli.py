@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--train", default=None, help="SQuAD 2.0 JSON (default: the hub)")
     sw.add_argument("--eval", default=None, help="SQuAD 2.0 JSON to score every point on (default: the hub)")
     sw.add_argument("--targets", required=True, help="comma list of kept fractions of prunable parameters, e.g. 0.8,0.5,0.3")
-    sw.add_argument("--methods", default=None, help="comma list of l0,l0-heads,l0-ffn,random,uniform,posttrain (default: all)")
+    sw.add_argument("--methods", default=None, help="comma list of l0,l0-heads,l0-ffn,l0-fisher,random,uniform,posttrain (default: all)")
     sw.add_argument("--out", required=True, help="folder for points/, curve.csv, curve.png; rerun to finish a killed sweep")
     sw.add_argument("--seq-len", type=int, default=384, help="sequence length of the latency and FLOP measurements")
     sw.add_argument("--latency-batch", type=int, default=1, help="batch size of the latency measurement")

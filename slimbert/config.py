@@ -16,6 +16,9 @@ class PruneConfig:
     prune_ffn: bool = True  # a gate per FFN intermediate unit
     prune_blocks: bool = True  # a gate per whole attention / FFN sub-layer
     gate_init_keep: float = 0.9  # initial P(gate open) (log_alpha = logit of it)
+    # "fisher": start the L0 gates from Kwon et al.'s mask at the target (kept at gate_init_keep, the
+    # rest at 1 - gate_init_keep), so a short run refines a good structure instead of finding one
+    gate_init: Literal["uniform", "fisher"] = "uniform"
     penalty: Literal["lagrangian", "fixed"] = "lagrangian"  # CoFi-style target control, or the paper's
     lambda_att: float = 0.0  # fixed penalty per expected open head (penalty="fixed")
     lambda_ff: float = 0.0  # fixed penalty per expected open FFN unit (penalty="fixed")
@@ -39,6 +42,10 @@ class PruneConfig:
             raise ValueError(f"penalty must be 'lagrangian' or 'fixed', got {self.penalty!r}")
         if self.method not in ("l0", "posttrain", "random", "uniform"):
             raise ValueError(f"method must be one of l0, posttrain, random, uniform; got {self.method!r}")
+        if self.gate_init not in ("uniform", "fisher"):
+            raise ValueError(f"gate_init must be 'uniform' or 'fisher', got {self.gate_init!r}")
+        if self.gate_init == "fisher" and not (self.prune_heads and self.prune_ffn):
+            raise ValueError("gate_init='fisher' starts from a mask over heads and FFN units: keep prune_heads and prune_ffn on")
         if self.budget not in ("params", "flops"):
             raise ValueError(f"budget must be 'params' or 'flops', got {self.budget!r}")
 

@@ -33,7 +33,7 @@ from .collapse import collapse
 from .compact import SlimBertForQuestionAnswering
 from .config import PruneConfig
 from .data import MODEL_INPUTS, Collator, training_features
-from .gates import HARD, add_gates, deterministic_size, get_gates, prunable_parameters, unit_costs
+from .gates import HARD, add_gates, deterministic_size, get_gates, init_log_alpha, prunable_parameters, unit_costs
 from .report import encoder_flops, layer_shapes
 
 log = logging.getLogger(__name__)
@@ -284,6 +284,27 @@ def apply_mask(gated: nn.Module, head_mask, unit_mask) -> float:
             if block is not None:
                 block.log_alpha.fill_(HARD)
     return deterministic_size(gated)
+
+
+@torch.no_grad()
+def fisher_gate_init(
+    student: nn.Module, teacher: nn.Module, features, tokenizer, target: float, keep: float,
+    num_examples: int = 1024, batch_size: int = 16, seed: int = 0,
+) -> None:
+    """Start ``student``'s L0 head and unit gates from the Fisher mask at ``target`` (a warm start).
+
+    What :func:`search_mask` keeps gets P(open) ~ ``keep``, the rest ~ ``1 - keep``; block gates are
+    left alone. The gates stay soft, so training can still move any of them.
+    """
+    gates = get_gates(student)
+    if not gates or any(g.heads is None or g.units is None for g in gates):
+        raise ValueError("fisher_gate_init needs a gate on every head and FFN unit (prune_heads and prune_ffn)")
+    head_f, unit_f = fisher_importance(teacher, features, tokenizer, num_examples, batch_size, seed=seed)
+    head_mask, unit_mask = search_mask(head_f, unit_f, teacher, target)
+    on, off = init_log_alpha(keep), init_log_alpha(1.0 - keep)
+    for g, heads, units in zip(gates, head_mask, unit_mask):
+        g.heads.log_alpha.copy_(torch.where(heads.to(g.heads.log_alpha.device), on, off))
+        g.units.log_alpha.copy_(torch.where(units.to(g.units.log_alpha.device), on, off))
 
 
 # ----------------------------------------------------------------------------- 3. rescaling

@@ -9,6 +9,7 @@ dense teacher in the same process (interleaved, batch 1 and ``seq_len`` 384 by d
     l0         learned L0 gates on heads, FFN units and whole blocks, with distillation (the paper's)
     l0-heads   the same, gating only attention heads (the paper's ablation; FFN untouched)
     l0-ffn     the same, gating only FFN units (attention untouched)
+    l0-fisher  l0 with its gates started from the Fisher mask at the target (PruneConfig.gate_init)
     random     a random set of heads and units at the target size (baselines.py)
     uniform    every layer keeps the same number of heads and units (baselines.py)
     posttrain  Kwon et al.'s retraining-free pruning (posttrain.py)
@@ -55,6 +56,7 @@ METHODS = {
     "l0": dict(method="l0"),
     "l0-heads": dict(method="l0", prune_ffn=False, prune_blocks=False),
     "l0-ffn": dict(method="l0", prune_heads=False, prune_blocks=False),
+    "l0-fisher": dict(method="l0", gate_init="fisher"),
     "random": dict(method="random"),
     "uniform": dict(method="uniform"),
     "posttrain": dict(method="posttrain"),
@@ -86,15 +88,19 @@ def _point_path(out_dir: str, method: str, target: float | None) -> str:
     return os.path.join(out_dir, "points", name + ".json")
 
 
+# A config field added after a point was made counts, for that point, as its default value.
+_DEFAULTS = {f"prune.{k}": v for k, v in asdict(PruneConfig()).items()} | {f"train.{k}": v for k, v in asdict(TrainConfig()).items()}
+
+
 def _finished(path: str, settings: dict) -> dict | None:
     """The persisted point at ``path`` if there is one; refuses one made with other settings."""
     if not os.path.exists(path):
         return None
     with open(path) as f:
         point = json.load(f)
-    if point["settings"] != settings:
-        old = point["settings"]
-        diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+    old = {k: _DEFAULTS[k] for k in settings if k not in point["settings"] and k in _DEFAULTS} | point["settings"]
+    if old != settings:
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in dict.fromkeys([*settings, *old]) if old.get(k) != settings.get(k))
         raise SweepError(f"{path} was made with other settings ({diff}); delete it to redo that point, or use another out_dir")
     return point
 

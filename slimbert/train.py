@@ -41,7 +41,7 @@ from .gates import add_gates, deterministic_size, expected_size, gate_parameters
 from .io import atomic_save_pretrained, atomic_torch_save
 from .nq_features import NQCollator
 from .nq_model import answer_type_kl, has_answer_type_head, nq_model_from
-from .posttrain import kept_fraction, posttrain_prune
+from .posttrain import fisher_gate_init, kept_fraction, posttrain_prune
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "train_state.pt"
@@ -292,8 +292,8 @@ def prune(
 
     cfg, tcfg = cfg or PruneConfig(), train_cfg or TrainConfig()
     check_qa_model(model)
-    if cfg.method == "posttrain" and tcfg.task != "squad":
-        raise ValueError("method='posttrain' supports task='squad' only; use method='l0' for NQ")
+    if (cfg.method == "posttrain" or cfg.gate_init == "fisher") and tcfg.task != "squad":
+        raise ValueError("method='posttrain' and gate_init='fisher' support task='squad' only; use method='l0' for NQ")
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
     check_tokenizer(tokenizer, model)
@@ -333,6 +333,9 @@ def prune(
         first = nq_model_from(model) if tcfg.task == "nq" and not has_answer_type_head(model) else model
         if cfg.method == "l0":
             student = add_gates(copy.deepcopy(first).requires_grad_(True), cfg)
+            if cfg.gate_init == "fisher":
+                fisher_gate_init(student.to(accelerator.device), teacher.to(accelerator.device), features, tokenizer,
+                                 cfg.target, cfg.gate_init_keep, batch_size=tcfg.batch_size, seed=tcfg.seed)
             steps_per_epoch = max(1, len(features) // (tcfg.batch_size * accelerator.num_processes))
             total = tcfg.max_steps or max(1, int(round(tcfg.epochs * steps_per_epoch)))
             student, history = _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, total)

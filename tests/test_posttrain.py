@@ -14,6 +14,7 @@ import slimbert
 from slimbert.cli import main
 from slimbert.posttrain import (
     apply_mask,
+    fisher_gate_init,
     fisher_importance,
     kept_fraction,
     open_gated_copy,
@@ -222,6 +223,39 @@ def test_rescale_skips_layers_with_nothing_left(tokenizer):
     assert all(r["error_after"] <= r["error_before"] + 1e-9 for r in rows)
     with pytest.raises(ValueError, match="already gated or compact"):
         fisher_importance(compact, random_features(model.config.vocab_size, n=2), tokenizer)
+
+
+# ----------------------------------------------------------------------------- Fisher warm start of L0 gates
+def test_fisher_gate_init_starts_from_the_search_mask(tokenizer):
+    teacher = tiny_model("bert")
+    features = random_features(teacher.config.vocab_size, n=12)
+    student = slimbert.add_gates(copy.deepcopy(teacher), slimbert.PruneConfig())
+    fisher_gate_init(student, teacher, features, tokenizer, target=0.4, keep=0.9, batch_size=4)
+    head_mask, unit_mask = search_mask(*fisher_importance(teacher, features, tokenizer, batch_size=4), teacher, 0.4)
+    assert 0 < head_mask.sum() + unit_mask.sum() < head_mask.numel() + unit_mask.numel()
+    on, off = slimbert.gates.init_log_alpha(0.9), slimbert.gates.init_log_alpha(0.1)
+    for g, heads, units in zip(slimbert.get_gates(student), head_mask, unit_mask):
+        torch.testing.assert_close(g.heads.log_alpha, torch.where(heads, on, off).float())
+        torch.testing.assert_close(g.units.log_alpha, torch.where(units, on, off).float())
+        assert g.attn_block.log_alpha.item() == pytest.approx(on)  # block gates untouched
+    # snapping right away keeps exactly the search's mask: the warm start ranks what it kept first
+    slimbert.snap_gates(student, 0.4)
+    for g, heads, units in zip(slimbert.get_gates(student), head_mask, unit_mask):
+        assert torch.equal(g.heads.kept().bool(), heads) and torch.equal(g.units.kept().bool(), units)
+
+
+def test_fisher_gate_init_through_prune_and_its_errors(tokenizer, squad_files):
+    cfg = slimbert.PruneConfig(target=0.5, gate_init="fisher")
+    result = slimbert.prune(tiny_model("bert"), cfg, squad_files[0], tokenizer=tokenizer,
+                            train_cfg=slimbert.TrainConfig(max_steps=2, **FAST))
+    assert 0.45 < result.size <= 0.5 and len(result.history) == 2
+    with pytest.raises(ValueError, match="keep prune_heads and prune_ffn on"):
+        slimbert.PruneConfig(gate_init="fisher", prune_ffn=False)
+    with pytest.raises(ValueError, match="gate_init must be"):
+        slimbert.PruneConfig(gate_init="magic")
+    with pytest.raises(ValueError, match="task='squad' only"):
+        slimbert.prune(tiny_model("bert"), cfg, squad_files[0], tokenizer=tokenizer,
+                       train_cfg=slimbert.TrainConfig(max_steps=1, task="nq", **FAST))
 
 
 # ----------------------------------------------------------------------------- prune() and CLI

@@ -65,6 +65,18 @@ def test_sweep_curve_resume_and_sizes(tmp_path, model_dir, squad_files, monkeypa
     monkeypatch.setattr(sweep_mod, "evaluate", never)
     monkeypatch.setattr(sweep_mod, "compare", never)
     assert run(tcfg) == rows
+    # a point made before a config field existed counts as made with that field's default
+    path = out / "points" / "l0-0.5.json"
+    point = json.loads(path.read_text())
+    del point["settings"]["prune.gate_init"]
+    path.write_text(json.dumps(point))
+    assert run(tcfg) == rows
+    point["settings"]["prune.gate_init"] = "fisher"
+    path.write_text(json.dumps(point))
+    with pytest.raises(sweep_mod.SweepError, match="prune.gate_init: 'fisher' -> 'uniform'"):
+        run(tcfg)
+    point["settings"]["prune.gate_init"] = "uniform"
+    path.write_text(json.dumps(point))
     with pytest.raises(sweep_mod.SweepError, match="train.max_steps: 2 -> 3"):
         run(slimbert.TrainConfig(max_steps=3, finetune_steps=1, **TINY))
 
