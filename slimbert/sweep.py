@@ -9,7 +9,7 @@ dense teacher in the same process (interleaved, batch 1 and ``seq_len`` 384 by d
     l0         learned L0 gates on heads, FFN units and whole blocks, with distillation (the paper's)
     l0-heads   the same, gating only attention heads (the paper's ablation; FFN untouched)
     l0-ffn     the same, gating only FFN units (attention untouched)
-    l0-fisher  l0 with its gates started from the Fisher mask at the target (PruneConfig.gate_init)
+    l0-fisher  l0 with its gates started from the Fisher mask at the target (PruneConfig.gate_init), no block gates
     random     a random set of heads and units at the target size (baselines.py)
     uniform    every layer keeps the same number of heads and units (baselines.py)
     posttrain  Kwon et al.'s retraining-free pruning (posttrain.py)
@@ -56,7 +56,9 @@ METHODS = {
     "l0": dict(method="l0"),
     "l0-heads": dict(method="l0", prune_ffn=False, prune_blocks=False),
     "l0-ffn": dict(method="l0", prune_heads=False, prune_blocks=False),
-    "l0-fisher": dict(method="l0", gate_init="fisher"),
+    # Block gates off: the warm-start mask already removes whole blocks where it empties them, and in
+    # short runs the Lagrangian closes block gates first (each is worth a whole sub-layer of size).
+    "l0-fisher": dict(method="l0", gate_init="fisher", prune_blocks=False),
     "random": dict(method="random"),
     "uniform": dict(method="uniform"),
     "posttrain": dict(method="posttrain"),
