@@ -19,8 +19,8 @@ at the same sizes; a target a heads-only or FFN-only variant cannot reach is ski
 
 Output in DIR: ``points/<method>-<target>.json`` per finished point (written atomically, with the
 settings that made it, so a rerun skips it and refuses to mix in points made with other settings),
-``curve.csv`` (COLUMNS; the teacher as method ``teacher``, target 1) and ``curve.png`` (F1 against
-measured speed-up and against parameters), both rebuilt from the points on every call. ``flops`` is
+``curve.csv`` (COLUMNS; the teacher as method ``teacher``, target 1) and ``curve.png`` (F1, HasAns F1 and
+best-threshold F1 against measured speed-up and against parameters), both rebuilt from the points on every call. ``flops`` is
 encoder FLOPs per sequence of ``seq_len`` tokens; ``seconds`` the wall time of ``prune()`` (0 for
 the teacher). The SQuAD 2.0 task only: the columns are its scores.
 """
@@ -119,25 +119,31 @@ def write_csv(rows: list[dict], path: str) -> None:
         writer.writerows(rows)
 
 
+# F1 at threshold 0 alone rewards a model that abstains: HasAns F1 and best-threshold F1 get rows too.
+SCORES = (("f1", "F1 (threshold 0)"), ("hasans_f1", "HasAns F1"), ("best_f1", "best-threshold F1"))
+
+
 def plot(rows: list[dict], path: str, title: str = "") -> None:
-    """Two panels: F1 against measured speed-up and against parameters; a line per method, the teacher a star."""
+    """Scores (rows: F1, HasAns F1, best-threshold F1) against measured speed-up and against parameters
+    (columns); a line per method, the teacher a star."""
     from matplotlib.figure import Figure  # not pyplot: leaves the caller's matplotlib backend alone
 
-    fig = Figure(figsize=(11, 4.2))
-    panels = fig.subplots(1, 2)
-    axes = ((panels[0], "speedup", 1.0, "measured speed-up over the dense model"), (panels[1], "params", 1e-6, "parameters (M)"))
+    fig = Figure(figsize=(11, 11))
+    panels = fig.subplots(len(SCORES), 2)
+    xs = (("speedup", 1.0, "measured speed-up over the dense model"), ("params", 1e-6, "parameters (M)"))
     methods = dict.fromkeys(r["method"] for r in rows if r["method"] != "teacher")
-    for ax, key, scale, label in axes:
-        for method in methods:
-            line = sorted((r for r in rows if r["method"] == method), key=lambda r: r[key])
-            ax.plot([r[key] * scale for r in line], [r["f1"] for r in line], marker="o", label=method)
-        for r in rows:
-            if r["method"] == "teacher":
-                ax.scatter([r[key] * scale], [r["f1"]], marker="*", s=150, color="black", zorder=3, label="teacher")
-        ax.set_xlabel(label)
-        ax.set_ylabel("SQuAD 2.0 F1")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    for (score, score_label), row_axes in zip(SCORES, panels):
+        for ax, (key, scale, label) in zip(row_axes, xs):
+            for method in methods:
+                line = sorted((r for r in rows if r["method"] == method), key=lambda r: r[key])
+                ax.plot([r[key] * scale for r in line], [r[score] for r in line], marker="o", label=method)
+            for r in rows:
+                if r["method"] == "teacher":
+                    ax.scatter([r[key] * scale], [r[score]], marker="*", s=150, color="black", zorder=3, label="teacher")
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"SQuAD 2.0 {score_label}")
+            ax.grid(alpha=0.3)
+    panels[0][0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
