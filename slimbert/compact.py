@@ -12,8 +12,8 @@ with the Auto classes on ``import slimbert``.
 from __future__ import annotations
 
 import os
-from types import MethodType
 from dataclasses import dataclass
+from types import MethodType
 
 import torch
 from safetensors import SafetensorError

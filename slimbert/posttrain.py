@@ -286,7 +286,6 @@ def apply_mask(gated: nn.Module, head_mask, unit_mask) -> float:
     return deterministic_size(gated)
 
 
-@torch.no_grad()
 def fisher_gate_init(
     student: nn.Module, teacher: nn.Module, features, tokenizer, target: float, keep: float,
     num_examples: int = 1024, batch_size: int = 16, seed: int = 0,
@@ -302,9 +301,10 @@ def fisher_gate_init(
     head_f, unit_f = fisher_importance(teacher, features, tokenizer, num_examples, batch_size, seed=seed)
     head_mask, unit_mask = search_mask(head_f, unit_f, teacher, target)
     on, off = init_log_alpha(keep), init_log_alpha(1.0 - keep)
-    for g, heads, units in zip(gates, head_mask, unit_mask):
-        g.heads.log_alpha.copy_(torch.where(heads.to(g.heads.log_alpha.device), on, off))
-        g.units.log_alpha.copy_(torch.where(units.to(g.units.log_alpha.device), on, off))
+    with torch.no_grad():
+        for g, heads, units in zip(gates, head_mask, unit_mask):
+            g.heads.log_alpha.copy_(torch.where(heads.to(g.heads.log_alpha.device), on, off))
+            g.units.log_alpha.copy_(torch.where(units.to(g.units.log_alpha.device), on, off))
 
 
 # ----------------------------------------------------------------------------- 3. rescaling

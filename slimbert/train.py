@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import copy
 import json
-from functools import partial
 import logging
 import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 import torch

@@ -161,7 +161,7 @@ def test_attention_dropout_matches_reference_with_the_kernels_mask(H, T, dtype, 
     _check_fwd_bwd(qkv, ref, hs, hs_ref, mask, dtype, dropout_p=p, seed=1234)
 
 
-def test_dropout_mask_rate_values_and_seeds(device):
+def test_dropout_mask_rate_and_seeds(device):
     B, H, T, p = 2, 4, 64, 0.1
     z = dropout_mask(B, H, T, p, seed=7, device=device)
     assert z.shape == (B, H, T, T)
