@@ -197,13 +197,14 @@ class SlimBertForQuestionAnswering(SlimBertPreTrainedModel):
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = qa_loss(start_logits, end_logits, start_positions, end_positions)
+        states = dict(hidden_states=out.hidden_states, attentions=out.attentions)
         if not self.config.num_answer_types:
-            return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+            return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits, **states)
         type_logits = self.answer_type(out.last_hidden_state[:, 0])  # (B, num_answer_types), first token
         if loss is not None and answer_types is not None:
             # BERT-for-NQ: the mean of the start, end and answer-type cross-entropies.
             loss = (2 * loss + nn.functional.cross_entropy(type_logits, answer_types)) / 3
-        return SlimBertQAOutput(loss=loss, start_logits=start_logits, end_logits=end_logits, answer_type_logits=type_logits)
+        return SlimBertQAOutput(loss=loss, start_logits=start_logits, end_logits=end_logits, answer_type_logits=type_logits, **states)
 
 
 def qa_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:

@@ -14,15 +14,21 @@ class PruneConfig:
     target: float = 0.5  # fraction of the encoder's prunable (head + FFN) parameters that remains
     prune_heads: bool = True  # a gate per attention head
     prune_ffn: bool = True  # a gate per FFN intermediate unit
-    prune_blocks: bool = True  # a gate per whole attention / FFN sub-layer
-    gate_init_keep: float = 0.9  # initial P(gate open) (log_alpha = logit of it)
-    # "fisher": start the L0 gates from Kwon et al.'s mask at the target (kept at gate_init_keep, the
-    # rest at 1 - gate_init_keep), so a short run refines a good structure instead of finding one
-    gate_init: Literal["uniform", "fisher"] = "uniform"
+    # a gate per whole attention / FFN sub-layer; off by default: on short runs the size term closes
+    # whole blocks first (bench/results/sweep-cpu: plain l0 at 0.3 removed every head)
+    prune_blocks: bool = False
+    gate_init_keep: float = 0.98  # P(gate open) at the start, exactly (gates.init_log_alpha)
+    # "fisher": start the L0 gates from Kwon et al.'s mask at the target (kept at P(open) gate_init_keep,
+    # the rest at 1 - gate_init_keep), so a run refines a good structure instead of finding one;
+    # "uniform": every gate at gate_init_keep; "auto": fisher where it applies (heads and FFN both
+    # pruned, SQuAD), else uniform
+    gate_init: Literal["auto", "uniform", "fisher"] = "auto"
     penalty: Literal["lagrangian", "fixed"] = "lagrangian"  # CoFi-style target control, or the paper's
     lambda_att: float = 0.0  # fixed penalty per expected open head (penalty="fixed")
     lambda_ff: float = 0.0  # fixed penalty per expected open FFN unit (penalty="fixed")
-    snap: bool = True  # end with hard 0/1 gates at exactly the target (ranked by P(open))
+    # end with hard 0/1 gates at exactly the target (ranked by P(open)); None: yes for the Lagrangian,
+    # no for fixed penalties (they land where their penalties put them: eval-mode gates, zeros removed)
+    snap: bool | None = None
     target_warmup: float = 0.3  # fraction of steps over which the target falls linearly from 1
     distill_alpha: float = 0.9  # weight of distillation vs. the task loss
     distill_temperature: float = 2.0
@@ -42,8 +48,12 @@ class PruneConfig:
             raise ValueError(f"penalty must be 'lagrangian' or 'fixed', got {self.penalty!r}")
         if self.method not in ("l0", "posttrain", "random", "uniform"):
             raise ValueError(f"method must be one of l0, posttrain, random, uniform; got {self.method!r}")
-        if self.gate_init not in ("uniform", "fisher"):
-            raise ValueError(f"gate_init must be 'uniform' or 'fisher', got {self.gate_init!r}")
+        if self.gate_init not in ("auto", "uniform", "fisher"):
+            raise ValueError(f"gate_init must be 'auto', 'uniform' or 'fisher', got {self.gate_init!r}")
+        if not (0.0 < self.gate_init_keep < 1.0):
+            raise ValueError(f"gate_init_keep must be in (0, 1) (initial P(gate open)), got {self.gate_init_keep}")
+        if self.snap is None:
+            self.snap = self.penalty == "lagrangian"
         if self.gate_init == "fisher" and not (self.prune_heads and self.prune_ffn):
             raise ValueError("gate_init='fisher' starts from a mask over heads and FFN units: keep prune_heads and prune_ffn on")
         if self.budget not in ("params", "flops"):
@@ -69,6 +79,11 @@ class TrainConfig:
     max_train_examples: int = 0  # 0: all
     max_eval_examples: int = 0  # 0: all
     cpu: bool = False  # force CPU even when a GPU is present
+    cache_teacher: bool = True  # teacher logits computed once per training window, reused by every step
+    length_buckets: bool = True  # batch windows of similar length together (less padding)
+    log_every: int = 10  # steps between progress-bar/history updates (the only host syncs of a step)
+    extra_train: str | None = None  # more distillation data (e.g. SQuAD 1.x JSON), mixed into train_data
+    max_extra_examples: int = 0  # 0: all of extra_train
     task: Literal["squad", "nq"] = "squad"  # SQuAD 2.0 JSON, or Natural Questions JSON lines (slimbert/nq.py)
     null_window_rate: float = 1.0  # nq: share of answerless training windows kept (BERT-for-NQ: 0.02)
 

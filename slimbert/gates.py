@@ -79,9 +79,13 @@ def _attach(module: nn.Module, gate: HardConcreteGate) -> None:
 
 
 def init_log_alpha(keep_prob: float) -> float:
-    """log_alpha such that a sampled gate is non-zero with probability ~``keep_prob``."""
-    keep_prob = min(max(keep_prob, 1e-4), 1 - 1e-4)
-    return math.log(keep_prob / (1 - keep_prob))
+    """log_alpha at which a sampled gate is non-zero with probability exactly ``keep_prob``.
+
+    P(z != 0) = sigmoid(log_alpha - BETA·log(-GAMMA/ZETA)) (``prob_open``), so log_alpha is
+    logit(p) + BETA·log(-GAMMA/ZETA) ≈ logit(p) - 1.599, not logit(p).
+    """
+    keep_prob = min(max(keep_prob, 1e-6), 1 - 1e-6)
+    return math.log(keep_prob / (1 - keep_prob)) + BETA * math.log(-GAMMA / ZETA)
 
 
 def add_gates(model: nn.Module, cfg=None) -> nn.Module:

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
+import datasets
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -35,9 +36,9 @@ from .collapse import collapse
 from .compact import qa_loss
 from .config import PruneConfig, TrainConfig
 from .data import MODEL_INPUTS, Collator, DataError, check_tokenizer, eval_features, load_squad, training_features
-from .distill import hidden_mse, logit_kl
+from .distill import TeacherOutput, add_teacher_logits, hidden_mse, logit_kl, teacher_logits
 from .evaluate import evaluate
-from .gates import add_gates, deterministic_size, expected_size, gate_parameters, get_gates, raise_to_size, snap_gates
+from .gates import add_gates, deterministic_size, expected_size, gate_parameters, get_gates, snap_gates
 from .io import atomic_save_pretrained, atomic_torch_save
 from .nq_features import NQCollator
 from .nq_model import answer_type_kl, has_answer_type_head, nq_model_from
@@ -94,14 +95,42 @@ def _nq_data(train_data, eval_data, tokenizer, tcfg: TrainConfig):
     return features, lambda m: evaluate_nq(m, tokenizer, eval_set, max_length=tcfg.max_length, doc_stride=tcfg.doc_stride)
 
 
-def _batch_indices(n: int, step: int, batch_size: int, seed: int, rank: int, world: int) -> list[int]:
-    """The feature indices of one process's share of global step ``step`` (epoch order from the seed)."""
-    per_step = batch_size * world
-    steps_per_epoch = max(1, n // per_step)
-    epoch, pos = divmod(step, steps_per_epoch)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    start = pos * per_step + rank * batch_size
-    return order[start : start + batch_size]
+class BatchPlan:
+    """Which feature indices make up each global step: a pure function of (seed, step), so a resumed
+    run draws exactly the batches an uninterrupted one would.
+
+    Each epoch is a fresh permutation. With ``lengths``, windows are bucketed: the permutation is cut
+    into pools of ``pool`` steps, each pool is sorted by length and cut into steps, and the steps are
+    shuffled, so a batch pads to nearly its own length while the order stays random.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, world: int = 1, lengths=None, pool: int = 50):
+        self.n, self.batch_size, self.seed, self.world = n, batch_size, seed, world
+        self.per_step = batch_size * world
+        self.steps_per_epoch = max(1, n // self.per_step)
+        self.lengths, self.pool = lengths, pool
+        self._epoch, self._steps = None, None
+
+    def _epoch_steps(self, epoch: int) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        steps = [order[i * self.per_step : (i + 1) * self.per_step] for i in range(self.steps_per_epoch)]
+        if self.lengths is None:
+            return steps
+        used = order[: self.steps_per_epoch * self.per_step]
+        chunk = self.pool * self.per_step
+        steps = []
+        for c in range(0, len(used), chunk):
+            pool = sorted(used[c : c + chunk], key=lambda i: self.lengths[i])
+            steps += [pool[i : i + self.per_step] for i in range(0, len(pool), self.per_step)]
+        return [steps[i] for i in torch.randperm(len(steps), generator=g).tolist()]
+
+    def indices(self, step: int, rank: int = 0) -> list[int]:
+        """One process's share of global step ``step``."""
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._steps = epoch, self._epoch_steps(epoch)
+        return self._steps[pos][rank * self.batch_size : (rank + 1) * self.batch_size]
 
 
 def _rng_state() -> dict:
@@ -149,11 +178,15 @@ def _lambda_scale(student, loss: torch.Tensor) -> float:
 
 
 def _distill_step(student, teacher, batch, cfg: PruneConfig):
+    """(loss, task loss, KD loss) of one batch; the teacher's logits come from ``batch`` when cached."""
     inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
     want_hidden = cfg.distill_hidden > 0
     s = student(**inputs, output_hidden_states=want_hidden)
-    with torch.no_grad():
-        t = teacher(**inputs, output_hidden_states=want_hidden)
+    if "teacher_start" in batch and not want_hidden:
+        t = TeacherOutput(batch["teacher_start"], batch["teacher_end"], batch.get("teacher_answer_type"))
+    else:
+        with torch.no_grad():
+            t = teacher(**inputs, output_hidden_states=want_hidden)
     mask = batch["attention_mask"].bool()
     task = qa_loss(s.start_logits, s.end_logits, batch["start_positions"], batch["end_positions"])
     kd = logit_kl(s.start_logits, s.end_logits, t.start_logits, t.end_logits, cfg.distill_temperature, mask)
@@ -168,11 +201,17 @@ def _distill_step(student, teacher, batch, cfg: PruneConfig):
     return loss, task.detach(), kd.detach()
 
 
-def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, total):
-    """Train ``student`` for ``total`` steps (with the L0 penalty when it has gates); returns it and its history."""
+def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, total, cache=None):
+    """Train ``student`` for ``total`` steps (with the L0 penalty when it has gates); returns it and its history.
+
+    ``cache``: the teacher's logits per window (distill.teacher_logits), or None to run the teacher
+    every step.
+    """
     collate = NQCollator(tokenizer) if tcfg.task == "nq" else Collator(tokenizer)
     world, rank = accelerator.num_processes, accelerator.process_index
     with_gates = bool(get_gates(student))
+    lengths = [len(ids) for ids in features["input_ids"]] if tcfg.length_buckets else None
+    plan = BatchPlan(len(features), tcfg.batch_size, tcfg.seed, world, lengths)
 
     gate_params = gate_parameters(student) if with_gates else []
     gate_ids = {id(p) for p in gate_params}
@@ -187,19 +226,22 @@ def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out
         gate_opt = accelerator.prepare(gate_opt)
     teacher.to(accelerator.device)
     lambdas = lambdas.to(accelerator.device)
+    unwrapped = accelerator.unwrap_model(student)
 
     tag = "gated" if with_gates else "finetune"
     ckpt_path = os.path.join(out_dir, f"{tag}_{CHECKPOINT}") if out_dir else None
+    # The target falls linearly from the student's initial expected size, so the gap starts at 0.
+    start_size = float(expected_size(unwrapped).detach()) if with_gates else 1.0
     step, history, lambda_scale = 0, [], None
     if resume and ckpt_path and os.path.exists(ckpt_path):
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        accelerator.unwrap_model(student).load_state_dict(state["model"])
+        unwrapped.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         if gate_opt:
             gate_opt.load_state_dict(state["gate_opt"])
         lambdas.copy_(state["lambdas"])
-        lambda_scale = state["lambda_scale"]
+        lambda_scale, start_size = state["lambda_scale"], state["start_size"]
         step, history = state["step"], state["history"]
         _set_rng_state(state["rng"])
         log.info("resumed %s training at step %d/%d from %s", tag, step, total, ckpt_path)
@@ -208,12 +250,13 @@ def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out
         if ckpt_path and accelerator.is_main_process:
             atomic_torch_save(
                 {
-                    "model": accelerator.unwrap_model(student).state_dict(),
+                    "model": unwrapped.state_dict(),
                     "opt": opt.state_dict(),
                     "sched": sched.state_dict(),
                     "gate_opt": gate_opt.state_dict() if gate_opt else None,
                     "lambdas": lambdas.cpu(),
                     "lambda_scale": lambda_scale,
+                    "start_size": start_size,
                     "step": step,
                     "history": history,
                     "rng": _rng_state(),
@@ -222,23 +265,25 @@ def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out
             )
 
     warm = max(1, int(cfg.target_warmup * total))
-    # The target falls linearly from the student's initial expected size, so the gap starts at 0.
-    start_size = float(expected_size(accelerator.unwrap_model(student)).detach()) if with_gates else 1.0
+    pending = []  # per-step tensors, turned into floats (a host sync) once every log_every steps
     bar = tqdm(total=total, initial=step, desc=f"{tag} training", disable=not accelerator.is_local_main_process)
     while step < total:
         student.train()
-        idx = _batch_indices(len(features), step, tcfg.batch_size, tcfg.seed, rank, world)
-        batch = {k: v.to(accelerator.device) for k, v in collate([features[i] for i in idx]).items()}
+        idx = plan.indices(step, rank)
+        batch = collate([features[i] for i in idx])
+        if cache is not None:
+            batch = add_teacher_logits(batch, cache, idx)
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
         loss, task, kd = _distill_step(student, teacher, batch, cfg)
-        row = {"step": step + 1, "task": float(task), "kd": float(kd)}
+        row = {"step": step + 1, "task": task, "kd": kd}
         if with_gates:
             target_now = start_size - (start_size - cfg.target) * min(1.0, (step + 1) / warm)
             if lambda_scale is None:
-                lambda_scale = _lambda_scale(accelerator.unwrap_model(student), loss)
-            penalty, size = _penalty(accelerator.unwrap_model(student), cfg, target_now, lambdas, lambda_scale)
+                lambda_scale = _lambda_scale(unwrapped, loss)
+            penalty, size = _penalty(unwrapped, cfg, target_now, lambdas, lambda_scale)
             loss = loss + penalty
-            gap = float(size.detach()) - target_now
-            row.update(expected_size=gap + target_now, target_now=target_now, lambda1=float(lambdas[0]), lambda2=float(lambdas[1]))
+            gap = size.detach() - target_now
+            row.update(expected_size=size.detach(), target_now=target_now, lambda1=lambdas[0].clone(), lambda2=lambdas[1].clone())
         opt.zero_grad(set_to_none=True)
         if gate_opt:
             gate_opt.zero_grad(set_to_none=True)
@@ -248,25 +293,27 @@ def _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out
         if gate_opt:
             gate_opt.step()
             if cfg.penalty == "lagrangian":
-                # ascent on λ (∂penalty/∂λ = (gap, gap²)); λ is in units of lambda_scale
-                lambdas += tcfg.lambda_lr * torch.tensor([gap, gap * gap], device=lambdas.device)
-                # A floor, not a second controller: λ lags the gates, and an overshoot far below the
-                # target wrecks the student before λ unwinds; shifting all log_alpha back is exact.
-                raise_to_size(accelerator.unwrap_model(student), target_now)
+                # gradient ascent on λ: ∂penalty/∂λ = (gap, gap²), in units of lambda_scale. λ1 takes
+                # both signs, so the size term pushes back up when the gates overshoot the target.
+                lambdas += tcfg.lambda_lr * torch.stack([gap, gap * gap]).to(lambdas)
         step += 1
         bar.update(1)
-        bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("task", "kd", "expected_size")})
-        if eval_fn and tcfg.eval_every and step % tcfg.eval_every == 0 and step < total:
-            row["eval"] = eval_fn(accelerator.unwrap_model(student))
+        pending.append(row)
+        evaluate_now = eval_fn and tcfg.eval_every and step % tcfg.eval_every == 0 and step < total
+        if step % tcfg.log_every == 0 or step == total or evaluate_now or (tcfg.save_every and step % tcfg.save_every == 0):
+            history += [{k: float(v) for k, v in r.items()} | {"step": r["step"]} for r in pending]
+            pending = []
+            bar.set_postfix({k: f"{v:.3g}" for k, v in history[-1].items() if k in ("task", "kd", "expected_size")})
+        if evaluate_now:
+            history[-1]["eval"] = eval_fn(unwrapped)
             if with_gates:
-                row["size"] = deterministic_size(accelerator.unwrap_model(student))
-            tqdm.write(json.dumps({k: row[k] for k in ("step", "eval") if k in row} | {"size": row.get("size")}))
-        history.append(row)
+                history[-1]["size"] = deterministic_size(unwrapped)
+            tqdm.write(json.dumps({"step": step, "eval": history[-1]["eval"], "size": history[-1].get("size")}))
         if tcfg.save_every and step % tcfg.save_every == 0:
             save_checkpoint()
     bar.close()
     save_checkpoint()
-    return accelerator.unwrap_model(student), history
+    return unwrapped, history
 
 
 def prune(
@@ -292,12 +339,18 @@ def prune(
 
     cfg, tcfg = cfg or PruneConfig(), train_cfg or TrainConfig()
     check_qa_model(model)
+    fisher_start = cfg.method == "l0" and (
+        cfg.gate_init == "fisher" or (cfg.gate_init == "auto" and cfg.prune_heads and cfg.prune_ffn and tcfg.task == "squad")
+    )
     if (cfg.method == "posttrain" or cfg.gate_init == "fisher") and tcfg.task != "squad":
         raise ValueError("method='posttrain' and gate_init='fisher' support task='squad' only; use method='l0' for NQ")
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
     check_tokenizer(tokenizer, model)
-    accelerator = Accelerator(cpu=tcfg.cpu)
+    on_gpu = torch.cuda.is_available() and not tcfg.cpu
+    if on_gpu:  # TF32 for whatever stays fp32 under autocast
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    accelerator = Accelerator(cpu=tcfg.cpu, mixed_precision="bf16" if on_gpu else "no")
     set_seed(tcfg.seed)
 
     if tcfg.task not in ("squad", "nq"):
@@ -306,6 +359,9 @@ def prune(
         features, score = _nq_data(train_data, eval_data, tokenizer, tcfg)
     else:
         train_ex = _as_examples(train_data, "train", tcfg.max_train_examples)
+        if tcfg.extra_train:  # extra distillation data: its windows get the teacher's soft labels like any other
+            extra = load_squad(tcfg.extra_train, "train", tcfg.max_extra_examples).cast(train_ex.features)
+            train_ex = datasets.concatenate_datasets([train_ex, extra])
         eval_ex = _as_examples(eval_data, "validation", tcfg.max_eval_examples) if eval_data is not None else None
         features = training_features(train_ex, tokenizer, tcfg.max_length, tcfg.doc_stride)
         eval_feats = eval_features(eval_ex, tokenizer, tcfg.max_length, tcfg.doc_stride) if eval_ex is not None else None
@@ -323,6 +379,11 @@ def prune(
 
     teacher = model.eval().requires_grad_(False)
     t0 = time.perf_counter()
+    cache = None
+    trains = cfg.method == "l0" or tcfg.finetune_steps > 0
+    if trains and tcfg.cache_teacher and cfg.distill_hidden == 0:  # hidden states are too big to cache: live teacher
+        collate = NQCollator(tokenizer) if tcfg.task == "nq" else Collator(tokenizer)
+        cache = teacher_logits(teacher.to(accelerator.device), features, collate, 2 * tcfg.batch_size, accelerator.device)
     if cfg.method == "posttrain":  # no training loop: Fisher importance, mask search, rescaling
         compact = posttrain_prune(
             teacher.to(accelerator.device), tokenizer, target=cfg.target, budget=cfg.budget, features=features,
@@ -333,12 +394,12 @@ def prune(
         first = nq_model_from(model) if tcfg.task == "nq" and not has_answer_type_head(model) else model
         if cfg.method == "l0":
             student = add_gates(copy.deepcopy(first).requires_grad_(True), cfg)
-            if cfg.gate_init == "fisher":
+            if fisher_start:
                 fisher_gate_init(student.to(accelerator.device), teacher.to(accelerator.device), features, tokenizer,
                                  cfg.target, cfg.gate_init_keep, batch_size=tcfg.batch_size, seed=tcfg.seed)
             steps_per_epoch = max(1, len(features) // (tcfg.batch_size * accelerator.num_processes))
             total = tcfg.max_steps or max(1, int(round(tcfg.epochs * steps_per_epoch)))
-            student, history = _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, total)
+            student, history = _run_loop(student, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, total, cache)
             if cfg.snap:
                 snap_gates(student, cfg.target)
         else:  # random / uniform: no training loop, hard gates at the target (baselines.py)
@@ -347,7 +408,7 @@ def prune(
         compact = collapse(student.eval())
     if tcfg.finetune_steps:
         compact, ft_history = _run_loop(
-            compact, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, tcfg.finetune_steps
+            compact, teacher, features, tokenizer, cfg, tcfg, accelerator, out_dir, resume, eval_fn, tcfg.finetune_steps, cache
         )
         history += ft_history
     compact.eval()
