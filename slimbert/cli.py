@@ -38,7 +38,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
         elif get_origin(hints[f.name]) is Literal:
             parser.add_argument(flag, choices=get_args(hints[f.name]), default=default)
         else:
-            parser.add_argument(flag, type=type(default), default=default)
+            parser.add_argument(flag, type=str if default is None else type(default), default=default)
 
 
 def _pick(args, cls):
