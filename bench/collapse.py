@@ -1,45 +1,49 @@
-"""Time slimbert.collapse on a real model with the C++ extension vs the PyTorch fallback (same run).
+"""Time slimbert.collapse with the C++ extension (every gather of the model in one parallel call)
+vs the PyTorch fallback, in the same run.
 
-    python bench/collapse.py --model ../shared/models/minilm-l6-squad2 --target 0.5
+    python bench/collapse.py                                              # random BERT-large-sized QA model
+    python bench/collapse.py --model ../shared/models/minilm-l6-squad2   # a real one
 
-Gates are attached and snapped to a random structure at --target; both backends collapse the same
-gated model, alternately, --repeats times; the weights they produce are checked to be bit-identical.
+Gates are snapped to a random structure at --target; both backends collapse the same gated model,
+alternately, --repeats times; the weights they produce are checked to be bit-identical. Writes
+bench/results/collapse-<model>-<device>.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import os
+import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForQuestionAnswering
+from transformers import AutoModelForQuestionAnswering, BertConfig, BertForQuestionAnswering
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import slimbert  # noqa: E402
-from slimbert._ext import load_extension  # noqa: E402
+import slimbert
+from slimbert.io import atomic_write_json
+from slimbert.pruning.ext import load_extension
+from slimbert.pruning.methods.baselines import baseline_gates
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default=str(Path(slimbert.__file__).parent / "demo" / "teacher"))
+    p.add_argument("--model", default=None, help="QA model folder (default: random BERT-large shape: 24 layers, hidden 1024)")
     p.add_argument("--target", type=float, default=0.5)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
 
     load_extension()  # compile outside the timed region
-    teacher = AutoModelForQuestionAnswering.from_pretrained(args.model, dtype=torch.float32)
-    gated = slimbert.add_gates(copy.deepcopy(teacher))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for prm in slimbert.gates.gate_parameters(gated):
-            prm.copy_(torch.randn(prm.shape, generator=g))
-    slimbert.snap_gates(gated, args.target)
-    gated.eval()
+    if args.model:
+        teacher = AutoModelForQuestionAnswering.from_pretrained(args.model, dtype=torch.float32)
+    else:
+        torch.manual_seed(0)
+        large = BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+        teacher = BertForQuestionAnswering(large).eval()
+    gated = baseline_gates(teacher, slimbert.PruneConfig(method="random", target=args.target)).eval()
     times = {"cpp": [], "torch": []}
     out = {}
     for _ in range(args.repeats):
@@ -50,9 +54,12 @@ def main(argv=None) -> dict:
     a, b = out["cpp"].state_dict(), out["torch"].state_dict()
     identical = all(torch.equal(a[k], b[k]) for k in a)
     result = {
-        "model": args.model,
+        "model": args.model or "random BERT-large shape (24 x 1024, 16 heads, FFN 4096)",
+        "device": f"cpu-{platform.machine()}-{os.cpu_count()}cores, {torch.get_num_threads()} threads",
+        "command": "python bench/collapse.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "target": args.target,
         "collapse_s_median": {k: statistics.median(v) for k, v in times.items()},
+        "cpp_speedup": statistics.median(times["torch"]) / statistics.median(times["cpp"]),
         "bit_identical": identical,
         "params_dense": sum(x.numel() for x in teacher.parameters()),
         "params_compact": sum(x.numel() for x in out["cpp"].parameters()),
@@ -60,6 +67,8 @@ def main(argv=None) -> dict:
         "ffn_dims": out["cpp"].config.ffn_dims,
     }
     print(json.dumps(result))
+    name = Path(args.model).name if args.model else "bert-large-random"
+    atomic_write_json(result, str(Path(__file__).resolve().parent / "results" / f"collapse-{name}-cpu.json"))
     return result
 
 

@@ -26,26 +26,13 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForQuestionAnswering
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import slimbert  # noqa: E402
-from slimbert.latency import make_inputs, measure  # noqa: E402
-from slimbert.report import model_report  # noqa: E402
+import slimbert
+from slimbert.latency import compare, measure
+from slimbert.pruning.cost import model_report
+from slimbert.pruning.methods.baselines import random_compact
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def random_structure(teacher, target: float, seed: int = 0):
-    """A compact model with a random per-layer structure at ``target`` (for timing only)."""
-    import copy
-
-    gated = slimbert.add_gates(copy.deepcopy(teacher))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in slimbert.gates.gate_parameters(gated):
-            p.copy_(torch.randn(p.shape, generator=g))
-    slimbert.snap_gates(gated, target)
-    return slimbert.collapse(gated.eval())
 
 
 def device_name() -> str:
@@ -54,21 +41,9 @@ def device_name() -> str:
     return f"cpu-{platform.machine()}-{os.cpu_count()}cores"
 
 
-def run_case(variants: dict, batch: int, seq: int, dtype, repeats: int, rounds: int = 3) -> dict:
-    """Median/min/max ms per variant for one shape, variants interleaved round by round."""
-    inputs = make_inputs(next(iter(variants.values()))[0], batch, seq)
-    samples = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, (model, kernels) in variants.items():
-            os.environ["SLIMBERT_KERNELS"] = kernels
-            samples[name].append(measure(model, inputs, repeats=max(1, repeats // rounds), warmup=2)["median_ms"])
-    os.environ.pop("SLIMBERT_KERNELS", None)
-    return {n: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v)} for n, v in samples.items()}
-
-
 def squad_batch(tokenizer, path: str, batch: int, max_length: int = 384, device="cpu") -> dict:
     """``batch`` real SQuAD windows (right-padded to the longest): the unpadded case's input."""
-    from slimbert.data import eval_features, load_squad
+    from slimbert.tasks.squad.data import eval_features, load_squad
 
     feats = eval_features(load_squad(path, limit=batch * 2), tokenizer, max_length, 128).select(range(batch))
     enc = tokenizer.pad({"input_ids": feats["input_ids"]}, return_tensors="pt")
@@ -77,7 +52,7 @@ def squad_batch(tokenizer, path: str, batch: int, max_length: int = 384, device=
 
 def run_unpadded(model, inputs: dict, kernels: str, repeats: int) -> dict:
     """Padded forward vs unpadded_logits of the same compact model on the same real batch."""
-    from slimbert.unpad import unpadded_logits
+    from slimbert.models.unpad import unpadded_logits
 
     os.environ["SLIMBERT_KERNELS"] = kernels
     padded = measure(model, inputs, repeats=repeats)
@@ -134,7 +109,7 @@ def main(argv=None) -> dict:
     if args.pruned:
         compact, source = AutoModelForQuestionAnswering.from_pretrained(args.pruned, dtype=torch.float32), args.pruned
     else:
-        compact, source = random_structure(teacher, args.target), f"random structure at target {args.target}"
+        compact, source = random_compact(teacher, args.target), f"random structure at target {args.target}"
     report = model_report(compact, seq_len=384)
 
     cases = []
@@ -154,7 +129,7 @@ def main(argv=None) -> dict:
             variants["compact-triton"] = (small, "auto")
         for b in batches:
             for s in seqs:
-                ms = run_case(variants, b, s, dtype, repeats)
+                ms = compare(variants, b, s, repeats=repeats)
                 cases.append({"dtype": dname, "batch": b, "seq": s, "ms": ms})
                 row = "  ".join(f"{n} {v['median_ms']:8.2f}" for n, v in ms.items())
                 print(f"{dname} b{b:<3} s{s:<4} {row}  speed-up {ms['dense-sdpa']['median_ms'] / ms['compact-torch']['median_ms']:.2f}x", flush=True)

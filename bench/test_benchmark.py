@@ -3,17 +3,14 @@
 Compare the groups' medians in one run; no assertion on time here (speed is reported, not tested).
 """
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import random_structure  # noqa: E402
-
-from slimbert.latency import make_inputs  # noqa: E402
+from slimbert.latency import make_inputs
+from slimbert.pruning.methods.baselines import random_compact
 
 TEACHER = Path(__file__).resolve().parent.parent / "slimbert" / "demo" / "teacher"
 
@@ -21,7 +18,7 @@ TEACHER = Path(__file__).resolve().parent.parent / "slimbert" / "demo" / "teache
 @pytest.fixture(scope="module")
 def models():
     dense = AutoModelForQuestionAnswering.from_pretrained(TEACHER, dtype=torch.float32).eval()
-    return {"dense": dense, "compact50": random_structure(dense, 0.5)}
+    return {"dense": dense, "compact50": random_compact(dense, 0.5)}
 
 
 @pytest.mark.parametrize("name", ["dense", "compact50"])

@@ -1,7 +1,10 @@
 // C++ weight-gather op for slimbert's collapse step: gathers the kept rows/columns
 // of a Linear weight (or kept entries of a bias) and folds per-unit gate values
-// into them. Results must be bit-identical to slimbert._ext.gather_scaled_torch,
+// into them. Results must be bit-identical to slimbert.pruning.ext.gather_scaled_torch,
 // so this uses exactly the same ATen ops in the same order (index_select, then mul).
+// gather_scaled_many does every gather of a whole model in one call, spread over the
+// CPU threads with at::parallel_for (each gather is independent).
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <optional>
@@ -45,6 +48,23 @@ at::Tensor gather_scaled(const at::Tensor& weight,
   return out.contiguous();
 }
 
+std::vector<at::Tensor> gather_scaled_many(const std::vector<at::Tensor>& weights,
+                                           const std::vector<at::Tensor>& indices,
+                                           const std::vector<int64_t>& dims,
+                                           const std::vector<std::optional<at::Tensor>>& scales) {
+  const int64_t n = static_cast<int64_t>(weights.size());
+  TORCH_CHECK(indices.size() == weights.size() && dims.size() == weights.size() && scales.size() == weights.size(),
+              "gather_scaled_many: weights, indices, dims and scales must have the same length");
+  std::vector<at::Tensor> out(static_cast<size_t>(n));
+  // One job per grain: the jobs differ in size by orders of magnitude (biases vs matrices).
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      out[static_cast<size_t>(i)] = gather_scaled(weights[i], indices[i], dims[i], scales[i]);
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -53,4 +73,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "index_select(weight, dim, index), optionally scaled per selected slice; contiguous result",
         pybind11::arg("weight"), pybind11::arg("index"), pybind11::arg("dim"),
         pybind11::arg("scale") = pybind11::none());
+  m.def("gather_scaled_many", &gather_scaled_many,
+        "gather_scaled for every (weight, index, dim, scale) of a model, in one parallel pass",
+        pybind11::arg("weights"), pybind11::arg("indices"), pybind11::arg("dims"), pybind11::arg("scales"));
 }

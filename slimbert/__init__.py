@@ -3,23 +3,26 @@
     import slimbert
     result = slimbert.prune(model, slimbert.PruneConfig(target=0.5), train_data=..., eval_data=...)
 
-Importing slimbert registers its attention function, the compact model with the Auto classes, and
-the ``extractive-question-answering`` pipeline.
+Importing slimbert plugs it into transformers (slimbert/hf/): its attention function, the compact
+model with the Auto classes, and the ``extractive-question-answering`` pipeline.
+
+The data path, one folder per step: ``tasks/`` (data, windows, metrics) -> ``pruning/methods/``
+(find the structure) -> ``pruning/collapse.py`` -> ``models/compact.py`` -> ``train/`` (fine-tune)
+-> evaluate; ``prune.py`` walks it top to bottom.
 """
 
-from . import attention  # noqa: F401  (registers the "slimbert" attention + mask functions)
-from . import pipeline  # noqa: F401  (registers the "extractive-question-answering" pipeline)
-from .collapse import collapse
-from .compact import SlimBertConfig, SlimBertForQuestionAnswering
-from .config import PruneConfig, TrainConfig
-from .data import load_squad
-from .evaluate import evaluate
-from .gates import add_gates, deterministic_size, expected_size, get_gates, snap_gates
-from .nq import load_nq, squad_to_nq
-from .nq_evaluate import evaluate_nq
-from .nq_model import nq_model_from
-from .posttrain import posttrain_prune
-from .train import PruneResult, prune
+import slimbert.hf  # noqa: F401  (registers the attention function, Auto classes and pipeline)
+from slimbert.config import PruneConfig, TrainConfig
+from slimbert.models.answer_type import nq_model_from
+from slimbert.models.compact import SlimBertConfig, SlimBertForQuestionAnswering
+from slimbert.prune import PruneResult, prune
+from slimbert.pruning.collapse import collapse
+from slimbert.pruning.gates import add_gates, deterministic_size, expected_size, get_gates, snap_gates
+from slimbert.pruning.methods.posttrain import posttrain_prune
+from slimbert.tasks.nq.data import load_nq, squad_to_nq
+from slimbert.tasks.nq.evaluate import evaluate_nq
+from slimbert.tasks.squad.data import load_squad
+from slimbert.tasks.squad.evaluate import evaluate
 
 __all__ = [
     "PruneConfig",

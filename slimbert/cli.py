@@ -21,7 +21,8 @@ import sys
 from dataclasses import MISSING, fields
 from typing import Literal, get_args, get_origin, get_type_hints
 
-from .config import PruneConfig, TrainConfig
+from slimbert.config import PruneConfig, TrainConfig
+from slimbert.io import load_model
 
 
 class CliError(Exception):
@@ -29,16 +30,18 @@ class CliError(Exception):
 
 
 def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
+    """One flag per config field, with the field's help text and default."""
     hints = get_type_hints(cls)
     for f in fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        help = f"{f.metadata.get('help', '')} (default: {default})"
+        if hints[f.name] in (bool, bool | None):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
         elif get_origin(hints[f.name]) is Literal:
-            parser.add_argument(flag, choices=get_args(hints[f.name]), default=default)
+            parser.add_argument(flag, choices=get_args(hints[f.name]), default=default, help=help)
         else:
-            parser.add_argument(flag, type=str if default is None else type(default), default=default)
+            parser.add_argument(flag, type=str if default is None else type(default), default=default, help=help)
 
 
 def _pick(args, cls):
@@ -48,35 +51,9 @@ def _pick(args, cls):
         raise CliError(str(e)) from e
 
 
-def load_model(path: str, dtype=None):
-    """A QA model and its tokenizer from a local folder (or hub id), with errors that say what to do."""
-    import torch
-    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
-
-    from .arch import check_qa_model
-
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise CliError(f"cannot load a model config from {path!r}: {e}. Give a folder made by save_pretrained.") from e
-    archs = getattr(config, "architectures", None) or []
-    if config.model_type != "slimbert" and not any(a.endswith("ForQuestionAnswering") for a in archs):
-        raise CliError(
-            f"{path} is a {archs or config.model_type} checkpoint, not an extractive QA model; "
-            "slimbert prunes BERT/RoBERTa models fine-tuned for question answering (e.g. on SQuAD 2.0)."
-        )
-    try:
-        model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=dtype or torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise CliError(f"cannot load the model or tokenizer in {path}: {e}") from e
-    check_qa_model(model)
-    return model, tokenizer
-
-
 def cmd_prune(args) -> dict:
-    from .data import check_tokenizer
-    from .train import RESULT, prune
+    from slimbert.tasks.squad.data import check_tokenizer
+    from slimbert.prune import RESULT, prune
 
     out = args.out
     if os.path.exists(os.path.join(out, RESULT)) and not args.overwrite:
@@ -87,7 +64,7 @@ def cmd_prune(args) -> dict:
     check_tokenizer(tokenizer, model)
     train, evl = args.train, args.eval
     if args.task == "nq":  # read here so --skip-bad-lines reaches the reader
-        from .nq import load_nq
+        from slimbert.tasks.nq.data import load_nq
 
         train = load_nq(args.train, split="train", skip_bad=args.skip_bad_lines)
         evl = load_nq(args.eval, skip_bad=args.skip_bad_lines) if args.eval is not None else None
@@ -107,32 +84,35 @@ def cmd_prune(args) -> dict:
 
 
 def cmd_eval(args) -> dict:
-    from .data import check_tokenizer, load_squad
-    from .evaluate import evaluate
+    from slimbert.tasks.squad.data import check_tokenizer, load_squad
+    from slimbert.tasks.squad.evaluate import evaluate
 
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, model)
     if args.task == "nq":
-        from .nq import load_nq
-        from .nq_evaluate import evaluate_nq
+        if args.predictions:
+            raise CliError("--predictions writes SQuAD 2.0 files; NQ prediction files are not written yet")
+        from slimbert.tasks.nq.data import load_nq
+        from slimbert.tasks.nq.evaluate import evaluate_nq
 
         examples = load_nq(args.data, limit=args.max_examples, skip_bad=args.skip_bad_lines)
         scores = evaluate_nq(model, tokenizer, examples, args.batch_size, args.max_length, args.doc_stride, args.null_threshold)
         return {k: v for k, v in scores.items() if "best_precision" not in k and "best_recall" not in k}
     examples = load_squad(args.data, split="validation", limit=args.max_examples)
-    scores = evaluate(model, tokenizer, examples, args.batch_size, args.max_length, args.doc_stride, args.null_threshold)
+    scores = evaluate(model, tokenizer, examples, args.batch_size, args.max_length, args.doc_stride, args.null_threshold,
+                      predictions_dir=args.predictions)
     keys = ["exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_exact", "best_f1_thresh", "n", "seconds"]
     return {k: scores[k] for k in keys if k in scores}
 
 
 def cmd_convert(args) -> dict:
-    from .nq import squad_to_nq
+    from slimbert.tasks.nq.data import squad_to_nq
 
     return squad_to_nq(args.src, args.dst, limit=args.limit)
 
 
 def cmd_report(args) -> dict:
-    from .report import format_report, model_report
+    from slimbert.pruning.cost import format_report, model_report
 
     model, _ = load_model(args.model)
     r = model_report(model, args.seq_len)
@@ -142,7 +122,7 @@ def cmd_report(args) -> dict:
 
 
 def cmd_sweep(args) -> dict:
-    from .sweep import DEFAULT_METHODS, SweepError, sweep
+    from slimbert.sweep import DEFAULT_METHODS, SweepError, sweep
 
     try:
         methods = args.methods.split(",") if args.methods else DEFAULT_METHODS
@@ -156,7 +136,7 @@ def cmd_sweep(args) -> dict:
 
 
 def cmd_demo(args) -> dict:
-    from .demo import run_demo
+    from slimbert.demo import run_demo
 
     return run_demo(out=args.out, steps=args.steps)
 
@@ -187,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--doc-stride", type=int, default=128)
     ev.add_argument("--null-threshold", type=float, default=0.0)
     ev.add_argument("--max-examples", type=int, default=0, help="0: all")
+    ev.add_argument("--predictions", default=None, metavar="DIR",
+                    help="write the official predictions.json and na_prob.json there (SQuAD 2.0)")
     ev.set_defaults(fn=cmd_eval)
 
     rp = sub.add_parser("report", help="per-layer heads and FFN width, parameters and FLOPs before/after")
@@ -222,14 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .arch import UnsupportedModelError
-    from .data import DataError
+    from slimbert.io import ModelLoadError
+    from slimbert.models.arch import UnsupportedModelError
+    from slimbert.tasks.squad.data import DataError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
         result = args.fn(args)
-    except (CliError, DataError, UnsupportedModelError) as e:
+    except (CliError, DataError, ModelLoadError, UnsupportedModelError) as e:
         print(f"slimbert {args.cmd}: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result, default=float))

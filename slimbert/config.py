@@ -5,37 +5,41 @@ The CLI maps its flags one-to-one onto these fields.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
+
+
+def opt(default, help: str):
+    """A config field with its help text: the CLI shows it (with the default) under ``--help``."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class PruneConfig:
-    target: float = 0.5  # fraction of the encoder's prunable (head + FFN) parameters that remains
-    prune_heads: bool = True  # a gate per attention head
-    prune_ffn: bool = True  # a gate per FFN intermediate unit
-    # a gate per whole attention / FFN sub-layer; off by default: on short runs the size term closes
-    # whole blocks first (bench/results/sweep-cpu: plain l0 at 0.3 removed every head)
-    prune_blocks: bool = False
-    gate_init_keep: float = 0.98  # P(gate open) at the start, exactly (gates.init_log_alpha)
-    # "fisher": start the L0 gates from Kwon et al.'s mask at the target (kept at P(open) gate_init_keep,
-    # the rest at 1 - gate_init_keep), so a run refines a good structure instead of finding one;
-    # "uniform": every gate at gate_init_keep; "auto": fisher where it applies (heads and FFN both
-    # pruned, SQuAD), else uniform
-    gate_init: Literal["auto", "uniform", "fisher"] = "auto"
-    penalty: Literal["lagrangian", "fixed"] = "lagrangian"  # CoFi-style target control, or the paper's
-    lambda_att: float = 0.0  # fixed penalty per expected open head (penalty="fixed")
-    lambda_ff: float = 0.0  # fixed penalty per expected open FFN unit (penalty="fixed")
-    # end with hard 0/1 gates at exactly the target (ranked by P(open)); None: yes for the Lagrangian,
-    # no for fixed penalties (they land where their penalties put them: eval-mode gates, zeros removed)
-    snap: bool | None = None
-    target_warmup: float = 0.3  # fraction of steps over which the target falls linearly from 1
-    distill_alpha: float = 0.9  # weight of distillation vs. the task loss
-    distill_temperature: float = 2.0
-    distill_hidden: float = 0.0  # weight of hidden-state MSE distillation (0 = off)
-    # learned L0 gates, Kwon et al.'s no-training path (posttrain.py), or a baseline mask (baselines.py)
-    method: Literal["l0", "posttrain", "random", "uniform"] = "l0"
-    budget: Literal["params", "flops"] = "params"  # posttrain: target is a fraction of prunable params or encoder FLOPs
+    target: float = opt(0.5, "fraction of the encoder's prunable (head + FFN) parameters that remains, in (0, 1]")
+    prune_heads: bool = opt(True, "gate (and so prune) attention heads")
+    prune_ffn: bool = opt(True, "gate (and so prune) FFN intermediate units")
+    # off by default: on short runs the size term closes whole blocks first (bench/results/sweep-cpu:
+    # plain l0 at 0.3 removed every head)
+    prune_blocks: bool = opt(False, "also gate whole attention / FFN sub-layers")
+    gate_init_keep: float = opt(0.98, "P(gate open) at the start, exactly; the Fisher start's other gates get 1 minus it")
+    gate_init: Literal["auto", "uniform", "fisher"] = opt(
+        "auto", "fisher: start the L0 gates from Kwon et al.'s Fisher mask at the target; uniform: every gate at "
+        "gate_init_keep; auto: fisher where it applies (heads and FFN pruned, SQuAD), else uniform")
+    penalty: Literal["lagrangian", "fixed"] = opt(
+        "lagrangian", "lagrangian: λ1(s-t)+λ2(s-t)² lands on --target; fixed: the paper's λ_att, λ_ff per open head/unit")
+    lambda_att: float = opt(0.0, "penalty per expected open head (--penalty fixed)")
+    lambda_ff: float = opt(0.0, "penalty per expected open FFN unit (--penalty fixed)")
+    snap: bool | None = opt(
+        None, "end with hard 0/1 gates at exactly the target, ranked by P(open); default: on for the Lagrangian, off "
+        "for fixed penalties (they land where their penalties put the gates)")
+    target_warmup: float = opt(0.3, "fraction of the gate steps over which the target falls linearly to --target")
+    distill_alpha: float = opt(0.9, "weight of distillation against the task loss, in [0, 1]")
+    distill_temperature: float = opt(2.0, "softmax temperature of the distillation KL")
+    distill_hidden: float = opt(0.0, "weight of hidden-state MSE distillation (0: off; on, the teacher runs every step)")
+    method: Literal["l0", "posttrain", "random", "uniform"] = opt(
+        "l0", "l0: learned gates; posttrain: Kwon et al.'s retraining-free mask; random / uniform: baselines")
+    budget: Literal["params", "flops"] = opt("params", "posttrain: --target counts prunable parameters or encoder FLOPs")
 
     def __post_init__(self):
         if not (0.0 < self.target <= 1.0):
@@ -44,48 +48,70 @@ class PruneConfig:
             raise ValueError("nothing to prune: enable at least one of prune_heads, prune_ffn, prune_blocks")
         if not (0.0 <= self.distill_alpha <= 1.0):
             raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
-        if self.penalty not in ("lagrangian", "fixed"):
-            raise ValueError(f"penalty must be 'lagrangian' or 'fixed', got {self.penalty!r}")
-        if self.method not in ("l0", "posttrain", "random", "uniform"):
-            raise ValueError(f"method must be one of l0, posttrain, random, uniform; got {self.method!r}")
-        if self.gate_init not in ("auto", "uniform", "fisher"):
-            raise ValueError(f"gate_init must be 'auto', 'uniform' or 'fisher', got {self.gate_init!r}")
+        _choice("penalty", self.penalty, ("lagrangian", "fixed"))
+        _choice("method", self.method, ("l0", "posttrain", "random", "uniform"))
+        _choice("gate_init", self.gate_init, ("auto", "uniform", "fisher"))
+        _choice("budget", self.budget, ("params", "flops"))
         if not (0.0 < self.gate_init_keep < 1.0):
             raise ValueError(f"gate_init_keep must be in (0, 1) (initial P(gate open)), got {self.gate_init_keep}")
-        if self.snap is None:
-            self.snap = self.penalty == "lagrangian"
         if self.gate_init == "fisher" and not (self.prune_heads and self.prune_ffn):
             raise ValueError("gate_init='fisher' starts from a mask over heads and FFN units: keep prune_heads and prune_ffn on")
-        if self.budget not in ("params", "flops"):
-            raise ValueError(f"budget must be 'params' or 'flops', got {self.budget!r}")
+        if not (0.0 <= self.target_warmup <= 1.0):
+            raise ValueError(f"target_warmup must be in [0, 1] (a fraction of the gate steps), got {self.target_warmup}")
+        if self.distill_temperature <= 0 or self.distill_hidden < 0 or self.lambda_att < 0 or self.lambda_ff < 0:
+            raise ValueError("distill_temperature must be > 0 and distill_hidden, lambda_att, lambda_ff >= 0")
+        if self.snap is None:
+            self.snap = self.penalty == "lagrangian"
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 0  # 0: run --epochs over the data
-    epochs: float = 1.0
-    batch_size: int = 16
-    lr: float = 5e-5  # model weights (AdamW)
-    gate_lr: float = 0.1  # log_alpha (Adam)
-    lambda_lr: float = 0.5  # Lagrange multipliers (gradient ascent; λ in units of the step-0 balance)
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    max_length: int = 384
-    doc_stride: int = 128
-    seed: int = 0
-    eval_every: int = 0  # steps between evaluations (0: only at the end)
-    save_every: int = 0  # steps between checkpoints (0: only at the end)
-    finetune_steps: int = 0  # distillation fine-tune of the collapsed model afterwards
-    max_train_examples: int = 0  # 0: all
-    max_eval_examples: int = 0  # 0: all
-    cpu: bool = False  # force CPU even when a GPU is present
-    cache_teacher: bool = True  # teacher logits computed once per training window, reused by every step
-    length_buckets: bool = True  # batch windows of similar length together (less padding)
-    log_every: int = 10  # steps between progress-bar/history updates (the only host syncs of a step)
-    extra_train: str | None = None  # more distillation data (e.g. SQuAD 1.x JSON), mixed into train_data
-    max_extra_examples: int = 0  # 0: all of extra_train
-    task: Literal["squad", "nq"] = "squad"  # SQuAD 2.0 JSON, or Natural Questions JSON lines (slimbert/nq.py)
-    null_window_rate: float = 1.0  # nq: share of answerless training windows kept (BERT-for-NQ: 0.02)
+    max_steps: int = opt(400, "gate-training steps (0: run --epochs over the training windows)")
+    epochs: float = opt(1.0, "passes over the training windows when --max-steps is 0")
+    batch_size: int = opt(16, "windows per step (per process)")
+    lr: float = opt(1e-4, "learning rate of the model weights (AdamW, linear decay after warm-up)")
+    gate_lr: float = opt(0.1, "learning rate of the gates' log_alpha (Adam)")
+    lambda_lr: float = opt(0.5, "step of the Lagrange multipliers' gradient ascent (λ in units of the step-0 balance)")
+    weight_decay: float = opt(0.0, "AdamW weight decay of the model weights")
+    warmup_ratio: float = opt(0.05, "fraction of steps of linear learning-rate warm-up")
+    max_length: int = opt(384, "tokens per window (question + context), at most the model's positions")
+    doc_stride: int = opt(128, "overlap of consecutive windows of one context, below max_length / 2")
+    seed: int = opt(0, "seed of the data order, gate noise and dropout")
+    eval_every: int = opt(0, "steps between evaluations on --eval (0: only before and after)")
+    save_every: int = opt(0, "steps between checkpoints for --resume (0: only at the end of each phase)")
+    finetune_steps: int = opt(1200, "distillation fine-tune steps of the compact model after collapse (0: none)")
+    max_train_examples: int = opt(0, "use only the first N training questions (0: all)")
+    max_eval_examples: int = opt(0, "score only the first N eval questions (0: all)")
+    cpu: bool = opt(False, "run on the CPU even when a GPU is present")
+    cache_teacher: bool = opt(True, "compute the teacher's logits once per training window instead of every step")
+    length_buckets: bool = opt(True, "batch windows of similar length together (less padding)")
+    log_every: int = opt(10, "steps between progress and history updates (the only host syncs of a step)")
+    extra_train: str | None = opt(None, "more distillation data mixed into --train (SQuAD JSON, e.g. SQuAD 1.x)")
+    max_extra_examples: int = opt(0, "use only the first N questions of --extra-train (0: all)")
+    task: Literal["squad", "nq"] = opt("squad", "squad: SQuAD 2.0 JSON; nq: Natural Questions JSON lines")
+    null_window_rate: float = opt(1.0, "nq: share of answerless training windows kept (BERT-for-NQ: 0.02)")
+
+    def __post_init__(self):
+        for name in ("batch_size", "max_length", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps", "eval_every", "save_every", "finetune_steps", "max_train_examples", "max_eval_examples",
+                     "max_extra_examples", "doc_stride", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "gate_lr", "lambda_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.max_steps and not self.epochs > 0:
+            raise ValueError(f"epochs must be > 0 when max_steps is 0, got {self.epochs}")
+        if not (0.0 <= self.warmup_ratio < 1.0) or not (0.0 < self.null_window_rate <= 1.0):
+            raise ValueError("warmup_ratio must be in [0, 1) and null_window_rate in (0, 1]")
+        _choice("task", self.task, ("squad", "nq"))
+
+
+def _choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def from_dict(cls, d: dict):

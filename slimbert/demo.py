@@ -18,16 +18,16 @@ DEMO_DIR = Path(__file__).resolve().parent / "demo"
 TEACHER = DEMO_DIR / "teacher"
 TRAIN = DEMO_DIR / "squad2-train-slice.json"
 EVAL = DEMO_DIR / "squad2-dev-slice.json"
-DEFAULT_STEPS = 80  # gate-learning steps; then FINETUNE_STEPS of distillation on the compact model
-FINETUNE_STEPS = 60
+DEFAULT_STEPS = 100  # gate-learning steps; then FINETUNE_STEPS of distillation on the compact model
+FINETUNE_STEPS = 300
 
 
 def run_demo(out: str = "runs/demo", steps: int | None = None) -> dict:
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    from .config import PruneConfig, TrainConfig
-    from .latency import compare
-    from .train import prune
+    from slimbert.config import PruneConfig, TrainConfig
+    from slimbert.latency import compare
+    from slimbert.prune import prune
 
     torch.manual_seed(0)
     teacher = AutoModelForQuestionAnswering.from_pretrained(TEACHER, dtype=torch.float32)
@@ -35,20 +35,19 @@ def run_demo(out: str = "runs/demo", steps: int | None = None) -> dict:
     t0 = time.perf_counter()
     result = prune(
         teacher,
-        # L0 gates warm-started from the Fisher mask, no block gates: the best L0 variant of the CPU
-        # sweep (bench/results/README.md); on this slice HasAns F1 58.0 -> 68.4 against the plain start.
-        PruneConfig(target=0.5, gate_init="fisher", prune_blocks=False),
+        # the default recipe (README, "Default recipe"), shortened to fit a few CPU minutes
+        PruneConfig(target=0.5),
         train_data=str(TRAIN),
         eval_data=str(EVAL),
         tokenizer=tokenizer,
         train_cfg=TrainConfig(
-            max_steps=steps or DEFAULT_STEPS, finetune_steps=FINETUNE_STEPS, batch_size=8, max_length=256, doc_stride=96
+            max_steps=steps or DEFAULT_STEPS, finetune_steps=FINETUNE_STEPS, batch_size=8, max_length=256, doc_stride=96,
         ),
         out_dir=out,
         resume=os.path.exists(out),
     )
     minutes = (time.perf_counter() - t0) / 60
-    lat = compare({"dense": teacher, "pruned": result.model}, batch=1, seq_len=384, repeats=9)
+    lat = {k: v["median_ms"] for k, v in compare({"dense": teacher, "pruned": result.model}, batch=1, seq_len=384, repeats=9).items()}
     b, a = result.eval_before, result.eval_after
     rows = [("F1 (threshold 0)", "f1"), ("F1 (best threshold)", "best_f1"), ("HasAns F1", "HasAns_f1"), ("NoAns F1", "NoAns_f1")]
     print(f"\nslimbert demo: pruned to {result.size:.3f} of prunable parameters in {minutes:.1f} min (CPU)")

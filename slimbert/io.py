@@ -1,4 +1,5 @@
-"""Atomic saves: write next to the destination, then rename, so a kill never leaves half a file."""
+"""Loading a QA model with errors that say what to do, and atomic saves: write next to the
+destination, then rename, so a kill never leaves half a file."""
 
 from __future__ import annotations
 
@@ -8,6 +9,35 @@ import shutil
 import tempfile
 
 import torch
+
+
+class ModelLoadError(ValueError):
+    """A model folder that cannot be loaded as an extractive QA model."""
+
+
+def load_model(path: str, dtype=None):
+    """A QA model and its tokenizer from a local folder (or hub id), with errors that say what to do."""
+    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
+
+    from slimbert.models.arch import check_qa_model
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot load a model config from {path!r}: {e}. Give a folder made by save_pretrained.") from e
+    archs = getattr(config, "architectures", None) or []
+    if config.model_type != "slimbert" and not any(a.endswith("ForQuestionAnswering") for a in archs):
+        raise ModelLoadError(
+            f"{path} is a {archs or config.model_type} checkpoint, not an extractive QA model; "
+            "slimbert prunes BERT/RoBERTa models fine-tuned for question answering (e.g. on SQuAD 2.0)."
+        )
+    try:
+        model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=dtype or torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelLoadError(f"cannot load the model or tokenizer in {path}: {e}") from e
+    check_qa_model(model)
+    return model, tokenizer
 
 
 def atomic_torch_save(obj, path: str) -> None:

@@ -1,10 +1,12 @@
-"""Latency of a QA model on synthetic inputs of a fixed shape (median of repeats, after warm-up).
+"""Latency of QA models on synthetic inputs of a fixed shape (median of repeats, after warm-up).
 
-CUDA timings use CUDA events; CPU timings use perf_counter. Used by ``bench/latency.py`` and the demo.
+CUDA timings use CUDA events; CPU timings use perf_counter. The one latency helper: the demo, the
+sweep and ``bench/latency.py`` all time through :func:`compare`.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -43,12 +45,25 @@ def measure(model, inputs: dict, repeats: int = 10, warmup: int = 2) -> dict:
     return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "repeats": repeats}
 
 
+def _set_kernels(value: str | None) -> None:
+    if value is None:
+        os.environ.pop("SLIMBERT_KERNELS", None)
+    else:
+        os.environ["SLIMBERT_KERNELS"] = value
+
+
 def compare(models: dict, batch: int, seq_len: int, repeats: int = 10, rounds: int = 3) -> dict:
-    """Median latency of each model on the same inputs, interleaved over ``rounds`` so drift hits all alike."""
-    first = next(iter(models.values()))
-    inputs = make_inputs(first, batch, seq_len)
+    """{name: {"median_ms", "min_ms", "max_ms"}} over the same inputs, the models interleaved round by
+    round so drift hits all alike. A value may be ``(model, kernels)``: ``SLIMBERT_KERNELS`` while it runs."""
+    models = {n: m if isinstance(m, tuple) else (m, None) for n, m in models.items()}
+    inputs = make_inputs(next(iter(models.values()))[0], batch, seq_len)
     runs = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, m in models.items():
-            runs[name].append(measure(m, inputs, repeats=max(1, repeats // rounds), warmup=1)["median_ms"])
-    return {name: statistics.median(v) for name, v in runs.items()}
+    saved = os.environ.get("SLIMBERT_KERNELS")
+    try:
+        for _ in range(rounds):
+            for name, (model, kernels) in models.items():
+                _set_kernels(kernels or saved)
+                runs[name].append(measure(model, inputs, repeats=max(1, repeats // rounds), warmup=1)["median_ms"])
+    finally:
+        _set_kernels(saved)
+    return {n: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v)} for n, v in runs.items()}

@@ -10,9 +10,9 @@ dense teacher in the same process (interleaved, batch 1 and ``seq_len`` 384 by d
     l0-heads   the same, gating only attention heads (the paper's ablation; FFN untouched)
     l0-ffn     the same, gating only FFN units (attention untouched)
     l0-fisher  l0 with its gates started from the Fisher mask at the target (PruneConfig.gate_init), no block gates
-    random     a random set of heads and units at the target size (baselines.py)
-    uniform    every layer keeps the same number of heads and units (baselines.py)
-    posttrain  Kwon et al.'s retraining-free pruning (posttrain.py)
+    random     a random set of heads and units at the target size (pruning/methods/baselines.py)
+    uniform    every layer keeps the same number of heads and units (pruning/methods/baselines.py)
+    posttrain  Kwon et al.'s retraining-free pruning (pruning/methods/posttrain.py)
 
 ``target`` is always the kept fraction of all prunable (head + FFN) parameters, so the methods meet
 at the same sizes; a target a heads-only or FFN-only variant cannot reach is skipped with a warning.
@@ -37,15 +37,14 @@ from dataclasses import asdict, replace
 import torch
 from tqdm.auto import tqdm
 
-from .baselines import min_size
-from .cli import load_model
-from .config import PruneConfig, TrainConfig
-from .data import eval_features, load_squad
-from .evaluate import evaluate
-from .io import atomic_write_json
-from .latency import compare
-from .report import model_report
-from .train import prune
+from slimbert.config import PruneConfig, TrainConfig
+from slimbert.io import atomic_write_json, load_model
+from slimbert.latency import compare
+from slimbert.prune import prune
+from slimbert.pruning.cost import model_report
+from slimbert.pruning.methods.baselines import min_size
+from slimbert.tasks.squad.data import eval_features, load_squad
+from slimbert.tasks.squad.evaluate import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +52,9 @@ COLUMNS = ("method", "target", "params", "flops", "speedup", "exact", "f1", "has
 # Each method as PruneConfig fields over the caller's base config. The variants turn block gates off
 # too: a block gate on the part they must not prune would otherwise train as if it could close it.
 METHODS = {
-    "l0": dict(method="l0"),
-    "l0-heads": dict(method="l0", prune_ffn=False, prune_blocks=False),
-    "l0-ffn": dict(method="l0", prune_heads=False, prune_blocks=False),
+    "l0": dict(method="l0", gate_init="uniform", prune_blocks=True),
+    "l0-heads": dict(method="l0", gate_init="uniform", prune_ffn=False, prune_blocks=False),
+    "l0-ffn": dict(method="l0", gate_init="uniform", prune_heads=False, prune_blocks=False),
     # Block gates off: the warm-start mask already removes whole blocks where it empties them, and in
     # short runs the Lagrangian closes block gates first (each is worth a whole sub-layer of size).
     "l0-fisher": dict(method="l0", gate_init="fisher", prune_blocks=False),
@@ -90,8 +89,10 @@ def _point_path(out_dir: str, method: str, target: float | None) -> str:
     return os.path.join(out_dir, "points", name + ".json")
 
 
-# A config field added after a point was made counts, for that point, as its default value.
+# A config field added after a point was made counts, for that point, as what runs did before it
+# existed: its default then (gate_init's default has since become "auto").
 _DEFAULTS = {f"prune.{k}": v for k, v in asdict(PruneConfig()).items()} | {f"train.{k}": v for k, v in asdict(TrainConfig()).items()}
+_DEFAULTS["prune.gate_init"] = "uniform"
 
 
 def _finished(path: str, settings: dict) -> dict | None:
@@ -243,7 +244,7 @@ def _run_point(method, teacher, tokenizer, cfg, tcfg, train_examples, score, dev
     result = prune(teacher, cfg, train_examples, None, tokenizer, tcfg)
     seconds = time.perf_counter() - t0
     compact = result.model.to(device).eval()
-    ms = compare({"teacher": teacher, "compact": compact}, batch_size, seq_len, repeats=repeats)
+    ms = {k: v["median_ms"] for k, v in compare({"teacher": teacher, "compact": compact}, batch_size, seq_len, repeats=repeats).items()}
     report = model_report(compact, seq_len)
     row = dict(
         method=method, target=cfg.target, params=report["params_after"], flops=report["encoder_flops_after"],

@@ -8,7 +8,7 @@ from transformers import BertConfig, BertModel
 from slimbert.cli import main
 from tests.conftest import tiny_model
 
-SMALL = ["--max-steps", "2", "--batch-size", "4", "--max-length", "96", "--doc-stride", "32",
+SMALL = ["--max-steps", "2", "--finetune-steps", "0", "--batch-size", "4", "--max-length", "96", "--doc-stride", "32",
          "--max-train-examples", "16", "--max-eval-examples", "8"]
 
 
@@ -45,6 +45,10 @@ def test_prune_eval_report(tmp_path, model_dir, squad_files, capsys):
         (["--target", "1.5"], "target must be in"),
         (["--target", "0"], "target must be in"),
         (["--train", "/nonexistent.json"], "data file not found"),
+        (["--batch-size", "0"], "batch_size must be at least 1"),
+        (["--lr", "-1"], "lr must be > 0"),
+        (["--max-length", "4096"], "lower --max-length to at most"),
+        (["--gate-init-keep", "1"], "gate_init_keep must be in (0, 1)"),
     ],
 )
 def test_prune_bad_input(tmp_path, model_dir, squad_files, capsys, extra, match):

@@ -40,7 +40,7 @@ def test_short_real_prune_and_cli_eval_agree(tmp_path, teacher_dir, dev_path, ca
     train = str(require_shared("data", "squad2", "train.json"))
     out = tmp_path / "p50"
     assert main(["prune", "--model", str(teacher_dir), "--train", train, "--eval", dev_path, "--target", "0.5",
-                 "--out", str(out), "--max-steps", "3", "--batch-size", "4", "--max-length", "192", "--doc-stride", "64",
+                 "--out", str(out), "--max-steps", "3", "--finetune-steps", "0", "--batch-size", "4", "--max-length", "192", "--doc-stride", "64",
                  "--max-train-examples", "64", "--max-eval-examples", "60"]) == 0
     result = json.loads((out / "prune_result.json").read_text())
     assert result["size"] <= 0.5 and result["params_after"] < result["params_before"]

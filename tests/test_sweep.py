@@ -8,9 +8,9 @@ import torch
 
 import slimbert
 import slimbert.sweep as sweep_mod
-from slimbert.baselines import baseline_gates, uniform_masks
+from slimbert.pruning.methods.baselines import baseline_gates, uniform_masks
 from slimbert.cli import main
-from slimbert.gates import prunable_parameters, unit_costs
+from slimbert.pruning.cost import prunable_parameters, unit_costs
 from tests.conftest import tiny_model
 
 TINY = dict(batch_size=4, max_length=64, doc_stride=24, max_train_examples=12, max_eval_examples=6)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import attention, attention_varlen, dropout_mask, reference_attention, reference_attention_varlen, use_triton
+from slimbert.kernels import attention, attention_varlen, dropout_mask, reference_attention, reference_attention_varlen, use_triton
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # The kernel runs in the given dtype and is compared with the reference run in fp32 on the
@@ -262,14 +262,14 @@ def test_import_without_triton():
     # kernels must import (and fall back to the references) on installs without triton.
     code = (
         "import sys; sys.modules['triton'] = None\n"
-        "import torch, kernels\n"
+        "import torch\nimport slimbert.kernels as kernels\n"
         "assert not kernels.HAS_TRITON and not kernels.use_triton(torch.zeros(1))\n"
         "q = torch.randn(1, 2, 3, 32)\n"
         "assert kernels.attention(q, q, q).shape == (1, 3, 2, 32)\n"
         "w = torch.randn(5, 32)\n"
         "assert kernels.ffn(q, w, None, w.t(), None).shape == q.shape\n"
     )
-    env = dict(os.environ, TRITON_INTERPRET="1")
+    env = dict(os.environ, TRITON_INTERPRET="1", SLIMBERT_KERNELS="auto")
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

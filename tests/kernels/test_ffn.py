@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels import ffn, reference_ffn, use_triton
+from slimbert.kernels import ffn, reference_ffn, use_triton
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # Kernel in ``dtype`` vs reference in fp32 on the same rounded values (weights init ~ 1/sqrt(fan_in)).

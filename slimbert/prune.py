@@ -1,0 +1,139 @@
+"""``prune()``: the whole path, top to bottom.
+
+    load data -> method finds the structure -> collapse -> optional fine-tune -> evaluate -> save
+
+Every step is a call into the module that owns it: the task (``tasks/``), the method
+(``pruning/methods/``), ``pruning/collapse.py``, the training loop (``train/loop.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from slimbert.config import PruneConfig, TrainConfig
+from slimbert.io import atomic_save_pretrained
+from slimbert.models.arch import check_qa_model, max_tokens
+from slimbert.pruning.collapse import collapse
+from slimbert.pruning.cost import count_parameters
+from slimbert.pruning.gates import deterministic_size
+from slimbert.pruning.methods import find_structure
+from slimbert.tasks import get_task
+from slimbert.tasks.squad.data import DataError, check_tokenizer
+from slimbert.train.loop import Run, train
+from slimbert.train.teacher import teacher_logits
+
+log = logging.getLogger(__name__)
+RESULT = "prune_result.json"
+
+
+@dataclass
+class PruneResult:
+    model: torch.nn.Module  # the compact model
+    size: float  # exact fraction of prunable parameters kept
+    params_before: int
+    params_after: int
+    eval_before: dict | None = None
+    eval_after: dict | None = None
+    history: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "model"}
+        d["num_heads"] = self.model.config.num_heads
+        d["ffn_dims"] = self.model.config.ffn_dims
+        return d
+
+
+def prune(
+    model,
+    cfg: PruneConfig | None = None,
+    train_data=None,
+    eval_data=None,
+    tokenizer=None,
+    train_cfg: TrainConfig | None = None,
+    out_dir: str | None = None,
+    resume: bool = False,
+) -> PruneResult:
+    """Prune ``model`` (a BERT/RoBERTa QA model, the teacher) toward ``cfg.target``.
+
+    ``train_data``/``eval_data``: a SQuAD 2.0 JSON path, a ``datasets.Dataset`` of examples (the
+    hub's squad_v2 schema) or None for the hub's ``squad_v2``. With ``train_cfg.task="nq"``: an NQ
+    JSON-lines path, an iterable of NQExample (``slimbert.load_nq``) or None for the hub; a model
+    without an answer-type head gets a fresh one in the student, and the teacher's answer types are
+    distilled only when it has a head. With ``out_dir`` the compact model, its tokenizer and
+    ``prune_result.json`` are saved there, with checkpoints for ``resume``.
+    """
+    from transformers import AutoTokenizer
+
+    cfg, tcfg = cfg or PruneConfig(), train_cfg or TrainConfig()
+    check_qa_model(model)
+    task = get_task(tcfg.task)
+    if (cfg.method == "posttrain" or cfg.gate_init == "fisher") and task.name != "squad":
+        raise ValueError("method='posttrain' and gate_init='fisher' support task='squad' only; use method='l0' for NQ")
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
+    check_tokenizer(tokenizer, model)
+    if tcfg.max_length > max_tokens(model.config):
+        raise DataError(f"max_length {tcfg.max_length} is longer than this model's {max_tokens(model.config)} positions; "
+                        f"lower --max-length to at most {max_tokens(model.config)}")
+    on_gpu = torch.cuda.is_available() and not tcfg.cpu
+    if on_gpu:  # TF32 for whatever stays fp32 under autocast
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    accelerator = Accelerator(cpu=tcfg.cpu, mixed_precision="bf16" if on_gpu else "no")
+    set_seed(tcfg.seed)
+
+    # 1. data: labelled training windows, and a scorer of the eval data
+    features = task.training_windows(train_data, tokenizer, tcfg)
+    score = task.scorer(eval_data, tokenizer, tcfg) if eval_data is not None else None
+
+    def eval_fn(m):
+        if score is None:
+            return None
+        was_training = m.training
+        scores = score(m)
+        m.train(was_training)
+        return scores
+
+    teacher = model.eval().requires_grad_(False).to(accelerator.device)
+    t0 = time.perf_counter()
+    collate = task.collator(tokenizer)
+    cache = None
+    if (cfg.method == "l0" or tcfg.finetune_steps) and tcfg.cache_teacher and not cfg.distill_hidden:
+        cache = teacher_logits(teacher, features, collate, 2 * tcfg.batch_size, accelerator.device)
+    run = Run(teacher, features, tokenizer, collate, cfg, tcfg, accelerator, cache, eval_fn, out_dir, resume)
+
+    # 2. the method finds the structure; 3. collapse removes what it closed
+    found = find_structure(task.student(model), run)
+    size = deterministic_size(found.gated)
+    compact = collapse(found.gated.eval())
+    del found.gated
+    if found.refine:
+        compact = found.refine(compact)
+    history = found.history
+
+    # 4. optional distillation fine-tune of the compact model
+    if tcfg.finetune_steps:
+        compact, ft_history = train(compact, run, tcfg.finetune_steps)
+        history += ft_history
+    compact.eval()
+    log.info("pruning took %.0f s; %.4f of prunable parameters remain", time.perf_counter() - t0, size)
+
+    # 5. evaluate, 6. save
+    result = PruneResult(
+        model=compact,
+        size=size,
+        params_before=count_parameters(model),
+        params_after=count_parameters(compact),
+        eval_before=eval_fn(teacher),
+        eval_after=eval_fn(compact),
+        history=history,
+    )
+    if out_dir and accelerator.is_main_process:
+        summary = result.summary() | {"prune_config": asdict(cfg), "train_config": asdict(tcfg)}
+        atomic_save_pretrained(compact, out_dir, tokenizer, extra_json={RESULT: summary})
+    return result

@@ -1,0 +1,58 @@
+"""L0: hard-concrete gates on heads and FFN units (and optionally whole blocks), learned with
+distillation and a size term that lands on the target (train/loop.py), then snapped to it.
+
+The gates start from the Fisher mask at the target (``gate_init="fisher"``, the default where it
+applies: kept heads/units at P(open) ``gate_init_keep``, the rest at 1 - that), so the run refines a
+good structure, or all at ``gate_init_keep`` (``"uniform"``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from slimbert.pruning.gates import add_gates, get_gates, init_log_alpha, snap_gates
+from slimbert.pruning.methods import Found
+from slimbert.pruning.methods.posttrain import fisher_importance, search_mask
+from slimbert.train.loop import Run, train
+
+
+def fisher_start(cfg, task: str) -> bool:
+    """Whether the gates start from the Fisher mask."""
+    if cfg.gate_init == "auto":
+        return cfg.prune_heads and cfg.prune_ffn and task == "squad"
+    return cfg.gate_init == "fisher"
+
+
+def fisher_gate_init(
+    student: nn.Module, teacher: nn.Module, features, tokenizer, target: float, keep: float,
+    num_examples: int = 1024, batch_size: int = 16, seed: int = 0,
+) -> None:
+    """Start ``student``'s head and unit gates from the Fisher mask at ``target``: what
+    :func:`search_mask` keeps at P(open) = ``keep``, the rest at ``1 - keep``; block gates untouched."""
+    gates = get_gates(student)
+    if not gates or any(g.heads is None or g.units is None for g in gates):
+        raise ValueError("fisher_gate_init needs a gate on every head and FFN unit (prune_heads and prune_ffn)")
+    head_f, unit_f = fisher_importance(teacher, features, tokenizer, num_examples, batch_size, seed=seed)
+    head_mask, unit_mask = search_mask(head_f, unit_f, teacher, target)
+    on, off = init_log_alpha(keep), init_log_alpha(1.0 - keep)
+    with torch.no_grad():
+        for g, heads, units in zip(gates, head_mask, unit_mask):
+            g.heads.log_alpha.copy_(torch.where(heads.to(g.heads.log_alpha.device), on, off))
+            g.units.log_alpha.copy_(torch.where(units.to(g.units.log_alpha.device), on, off))
+
+
+def find_structure(model: nn.Module, run: Run) -> Found:
+    cfg, tcfg, device = run.cfg, run.tcfg, run.accelerator.device
+    student = add_gates(copy.deepcopy(model).requires_grad_(True), cfg)
+    if fisher_start(cfg, tcfg.task):
+        fisher_gate_init(student.to(device), run.teacher.to(device), run.features, run.tokenizer,
+                         cfg.target, cfg.gate_init_keep, batch_size=tcfg.batch_size, seed=tcfg.seed)
+    steps_per_epoch = max(1, len(run.features) // (tcfg.batch_size * run.accelerator.num_processes))
+    total = tcfg.max_steps or max(1, round(tcfg.epochs * steps_per_epoch))
+    student, history = train(student, run, total)
+    if cfg.snap:  # the final safeguard: hard gates at exactly the target
+        snap_gates(student, cfg.target)
+    return Found(student.eval(), history)

@@ -1,0 +1,133 @@
+"""The training loop end to end on a tiny model: result, save/load, exact resume, target control."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForQuestionAnswering
+
+import slimbert
+import slimbert.train.loop as train_mod
+from tests.conftest import tiny_model
+
+FAST = dict(finetune_steps=0, batch_size=4, max_length=96, doc_stride=32, max_train_examples=40, max_eval_examples=12)
+
+
+def _prune(tmp_path, tokenizer, squad_files, steps=6, **kw):
+    cfg = slimbert.PruneConfig(target=0.5, target_warmup=0.9, gate_init="uniform")
+    tcfg = slimbert.TrainConfig(max_steps=steps, save_every=2, **(FAST | kw))
+    return slimbert.prune(
+        tiny_model("bert"), cfg, squad_files[0], squad_files[1], tokenizer=tokenizer, train_cfg=tcfg, out_dir=str(tmp_path)
+    )
+
+
+def test_prune_end_to_end(tmp_path, tokenizer, squad_files):
+    result = _prune(tmp_path, tokenizer, squad_files)
+    assert type(result.model).__name__ == "SlimBertForQuestionAnswering"
+    assert 0.0 <= result.size <= 1.0
+    assert result.params_after == sum(p.numel() for p in result.model.parameters())
+    for scores in (result.eval_before, result.eval_after):
+        assert scores["n"] == 12 and 0 <= scores["f1"] <= 100 and "HasAns_f1" in scores and "best_f1" in scores
+    assert len(result.history) == 6 and all("expected_size" in r for r in result.history)
+    saved = json.loads((tmp_path / "prune_result.json").read_text())
+    assert saved["size"] == result.size and saved["num_heads"] == result.model.config.num_heads
+    loaded = AutoModelForQuestionAnswering.from_pretrained(tmp_path)
+    ids = torch.randint(5, 1000, (1, 20))
+    assert torch.equal(loaded(input_ids=ids).start_logits, result.model(input_ids=ids).start_logits)
+    assert not list(tmp_path.glob(".tmp-*")), "temporary save folders must not be left behind"
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tokenizer, squad_files, monkeypatch):
+    full = _prune(tmp_path / "full", tokenizer, squad_files, steps=5).model.state_dict()
+
+    real_step, calls = train_mod._distill_step, {"n": 0}
+
+    def dies_at_step_4(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # killed after the step-2 checkpoint, mid step 4: inside the warm-up (4 steps)
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(train_mod, "_distill_step", dies_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        _prune(tmp_path / "killed", tokenizer, squad_files, steps=5)
+    monkeypatch.setattr(train_mod, "_distill_step", real_step)
+    cfg = slimbert.PruneConfig(target=0.5, target_warmup=0.9, gate_init="uniform")
+    tcfg = slimbert.TrainConfig(max_steps=5, save_every=2, **FAST)
+    resumed = slimbert.prune(
+        tiny_model("bert"), cfg, squad_files[0], squad_files[1], tokenizer, tcfg, str(tmp_path / "killed"), resume=True
+    ).model.state_dict()
+    assert full.keys() == resumed.keys()
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
+    # the gated run's last state: weights, gates (log_alpha), λ and the schedule, bit for bit
+    a, b = (torch.load(tmp_path / d / "gated_train_state.pt", weights_only=False) for d in ("full", "killed"))
+    assert a["step"] == b["step"] == 5 and a["start_size"] == b["start_size"]
+    assert torch.equal(a["lambdas"], b["lambdas"]) and a["lambdas"].abs().sum() > 0
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert [r["expected_size"] for r in a["history"]] == [r["expected_size"] for r in b["history"]]
+
+
+def _lagrangian_run(tokenizer, squad_files, gate_init, steps, gate_lr=0.1):
+    return slimbert.prune(
+        tiny_model("bert"),
+        slimbert.PruneConfig(target=0.3, target_warmup=0.3, snap=False, gate_init=gate_init),
+        squad_files[0],
+        None,
+        tokenizer=tokenizer,
+        train_cfg=slimbert.TrainConfig(max_steps=steps, gate_lr=gate_lr, log_every=1,
+                                       **(FAST | {"max_length": 64, "doc_stride": 16})),
+    ).history
+
+
+def test_lagrangian_holds_the_target_from_the_fisher_start(tokenizer, squad_files):
+    history = _lagrangian_run(tokenizer, squad_files, "fisher", 30)
+    assert history[0]["expected_size"] == pytest.approx(0.3, abs=0.03)  # the warm start is at the target
+    assert all(abs(r["expected_size"] - 0.3) < 0.05 for r in history)
+
+
+def test_lagrangian_acts_both_ways_and_nothing_projects_the_gates(tokenizer, squad_files):
+    """From P(open) = 0.98 the size follows the schedule down; once it undershoots, λ1 turns
+    negative (it restarts from 0 at the crossing) and pushes it back up. No floor holds the gates
+    at the scheduled target, so the size may go below it."""
+    history = _lagrangian_run(tokenizer, squad_files, "uniform", 40, gate_lr=0.3)
+    sizes = [r["expected_size"] for r in history]
+    assert sizes[0] == pytest.approx(0.98, abs=1e-3)  # gate_init_keep is P(open), exactly
+    assert min(sizes) < 0.3  # below the target: nothing projects the gates back
+    below = [i for i, r in enumerate(history) if r["expected_size"] < r["target_now"]]
+    assert max(r["lambda1"] for r in history[: below[0] + 1]) > 0  # pulled down while above
+    assert min(r["lambda1"] for r in history[below[0] + 1 :]) < 0  # pushed back up once below
+
+
+def test_cached_teacher_gives_the_live_teachers_loss(tokenizer, squad_files):
+    """On the same batch, distillation from the cached logits equals distillation from a live teacher."""
+    from slimbert.tasks import get_task
+    from slimbert.train.teacher import add_teacher_logits, teacher_logits
+
+    teacher, student = tiny_model("bert").eval(), tiny_model("bert", seed=1).eval()
+    tcfg = slimbert.TrainConfig(**FAST)
+    task = get_task("squad")
+    features = task.training_windows(squad_files[0], tokenizer, tcfg)
+    collate = task.collator(tokenizer)
+    cache = teacher_logits(teacher, features, collate, batch_size=5, device="cpu")
+    idx = [3, 0, 7, 12]  # lengths differ, so the batch pads differently from the cache's batches
+    cfg = slimbert.PruneConfig(distill_alpha=0.5)
+    live = train_mod._distill_step(student, teacher, collate([features[i] for i in idx]), cfg)
+    cached_batch = add_teacher_logits(collate([features[i] for i in idx]), cache, idx)
+    cached = train_mod._distill_step(student, None, cached_batch, cfg)  # no teacher: it must not run
+    for a, b in zip(live, cached):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_batches_are_bucketed_by_length_and_cover_the_epoch():
+    lengths = [int(x) for x in torch.randint(20, 256, (1000,))]
+    plan = train_mod.BatchPlan(1000, 16, seed=0, lengths=lengths, pool=10)
+    steps = [plan.indices(s) for s in range(plan.steps_per_epoch)]
+    seen = [i for b in steps for i in b]
+    assert len(seen) == len(set(seen)) == 62 * 16  # one epoch: no window twice
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in steps) / len(steps)
+    plain = train_mod.BatchPlan(1000, 16, seed=0)
+    plain_spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in (plain.indices(s) for s in range(62)))
+    assert spread < 0.2 * plain_spread / 62
+    assert steps[0] == train_mod.BatchPlan(1000, 16, seed=0, lengths=lengths, pool=10).indices(0)  # a function of (seed, step)
