@@ -1,4 +1,4 @@
-"""Post-training pruning (slimbert/posttrain.py): Fisher importance, mask search and rearrangement,
+"""Post-training pruning (slimbert/pruning/methods/posttrain.py): Fisher importance, mask search and rearrangement,
 least-squares rescaling, and the ``method="posttrain"`` path through prune() and the CLI."""
 
 import copy

@@ -5,7 +5,7 @@
 
 The context is the document's non-HTML tokens joined by spaces; windows of ``max_length`` with
 ``doc_stride`` overlap, question first (as slimbert.tasks.squad.data). Each window's label is the example's
-answer type (nq_model.ANSWER_TYPES) and span when the target lies wholly inside the window, else
+answer type (slimbert.models.answer_type.ANSWER_TYPES) and span when the target lies wholly inside the window, else
 "none" at the first token. The target is the first short answer; for yes/no and long-only answers
 it is the long answer. Training uses one annotation: the first with a short answer or yes/no, else
 the first with a long answer. Documents are dropped once windowed, so a stream of any length fits
