@@ -8,14 +8,14 @@ model with the Auto classes, and the ``extractive-question-answering`` pipeline.
 
 The data path, one folder per step: ``tasks/`` (data, windows, metrics) -> ``pruning/methods/``
 (find the structure) -> ``pruning/collapse.py`` -> ``models/compact.py`` -> ``train/`` (fine-tune)
--> evaluate; ``prune.py`` walks it top to bottom.
+-> evaluate; ``api.py`` (``prune``) walks it top to bottom.
 """
 
 import slimbert.hf  # noqa: F401  (registers the attention function, Auto classes and pipeline)
+from slimbert.api import PruneResult, prune
 from slimbert.config import PruneConfig, TrainConfig
 from slimbert.models.answer_type import nq_model_from
 from slimbert.models.compact import SlimBertConfig, SlimBertForQuestionAnswering
-from slimbert.prune import PruneResult, prune
 from slimbert.pruning.collapse import collapse
 from slimbert.pruning.gates import add_gates, deterministic_size, expected_size, get_gates, snap_gates
 from slimbert.pruning.methods.posttrain import posttrain_prune

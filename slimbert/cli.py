@@ -53,7 +53,7 @@ def _pick(args, cls):
 
 def cmd_prune(args) -> dict:
     from slimbert.tasks.squad.data import check_tokenizer
-    from slimbert.prune import RESULT, prune
+    from slimbert.api import RESULT, prune
 
     out = args.out
     if os.path.exists(os.path.join(out, RESULT)) and not args.overwrite:

@@ -27,7 +27,7 @@ def run_demo(out: str = "runs/demo", steps: int | None = None) -> dict:
 
     from slimbert.config import PruneConfig, TrainConfig
     from slimbert.latency import compare
-    from slimbert.prune import prune
+    from slimbert.api import prune
 
     torch.manual_seed(0)
     teacher = AutoModelForQuestionAnswering.from_pretrained(TEACHER, dtype=torch.float32)

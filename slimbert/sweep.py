@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from slimbert.config import PruneConfig, TrainConfig
 from slimbert.io import atomic_write_json, load_model
 from slimbert.latency import compare
-from slimbert.prune import prune
+from slimbert.api import prune
 from slimbert.pruning.cost import model_report
 from slimbert.pruning.methods.baselines import min_size
 from slimbert.tasks.squad.data import eval_features, load_squad

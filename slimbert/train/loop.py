@@ -4,7 +4,7 @@
           -> step -> λ ascent -> repeat
 
 It trains the gated student of the L0 method (pruning/methods/l0.py) and fine-tunes the compact
-model after collapse (prune.py); without gates there is no penalty. The penalty is the Lagrangian of
+model after collapse (api.py); without gates there is no penalty. The penalty is the Lagrangian of
 Wang et al. 2020 / CoFi, λ1·(s − t) + λ2·(s − t)², with s the expected remaining fraction of
 prunable parameters and t the scheduled target; the λs are trained by gradient ascent and λ1 takes
 both signs, so the size term also pushes back up when the gates overshoot. ``penalty="fixed"`` is

@@ -1,4 +1,4 @@
-"""``prune()``: the whole path, top to bottom.
+"""``slimbert.prune()``: the whole path, top to bottom (``api`` so the module never shadows the function).
 
     load data -> method finds the structure -> collapse -> optional fine-tune -> evaluate -> save
 
