@@ -40,12 +40,65 @@ def load_model(path: str, dtype=None):
     return model, tokenizer
 
 
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: str) -> None:
+    """fsync every file under ``path`` and the folders themselves, so a rename publishes whole files."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(root)
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def publish_dir(tmp: str, dst: str) -> None:
+    """Make the complete folder ``tmp`` appear at ``dst`` in one step: fsync, then an atomic exchange
+    with the old ``dst`` (or a rename where there is none), then remove the old one. A kill at any
+    point leaves at ``dst`` either the old complete folder or the new complete one."""
+    _fsync_tree(tmp)
+    parent = os.path.dirname(os.path.abspath(dst))
+    if not os.path.exists(dst):
+        os.replace(tmp, dst)
+    elif _exchange(tmp, dst):
+        shutil.rmtree(tmp)  # now holds the old folder
+    else:  # no atomic exchange (non-Linux): the old folder is moved aside for the shortest moment
+        old = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(dst)}.old-")
+        os.rmdir(old)
+        os.replace(dst, old)
+        os.replace(tmp, dst)
+        shutil.rmtree(old)
+    _fsync_dir(parent)
+
+
 def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary sibling, fsynced, renamed into place."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -53,28 +106,44 @@ def atomic_torch_save(obj, path: str) -> None:
 
 
 def atomic_write_json(obj, path: str) -> None:
+    """JSON to a temporary sibling, fsynced, renamed into place."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)) or ".", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 def atomic_save_pretrained(model, out_dir: str, tokenizer=None, extra_json: dict | None = None) -> None:
-    """``save_pretrained`` into a temp folder inside ``out_dir``, then rename each file into place.
+    """``save_pretrained`` of the whole folder at once: written to a temporary sibling, fsynced and
+    swapped into place (:func:`publish_dir`), so ``out_dir`` never holds a mix of two saves.
 
-    Every file is either the old one or the complete new one; other files in ``out_dir`` (training
-    checkpoints) are left alone. ``extra_json`` files are written last, so their presence marks a
-    finished save.
+    Files of ``out_dir`` the save does not write (training checkpoints) are carried into the new
+    folder (hard links where possible). ``extra_json`` files are written into it too. Temporary
+    siblings a killed save left behind are removed first (one writer per folder at a time).
     """
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=out_dir, prefix=".tmp-save-")
+    out_dir = os.path.abspath(out_dir)
+    parent, name = os.path.split(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    for stale in os.listdir(parent):  # what saves killed before they could clean up left behind
+        if stale.startswith((f".{name}.tmp-", f".{name}.old-")):
+            shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-")
     try:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        for name in sorted(os.listdir(tmp)):
-            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
         for name, obj in (extra_json or {}).items():
-            atomic_write_json(obj, os.path.join(out_dir, name))
+            atomic_write_json(obj, os.path.join(tmp, name))
+        if os.path.isdir(out_dir):
+            for name in os.listdir(out_dir):
+                src, dst = os.path.join(out_dir, name), os.path.join(tmp, name)
+                if os.path.isfile(src) and not os.path.exists(dst) and not name.endswith(".tmp"):
+                    try:
+                        os.link(src, dst)
+                    except OSError:
+                        shutil.copy2(src, dst)
+        publish_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
