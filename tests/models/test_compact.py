@@ -105,9 +105,3 @@ def test_whole_model_pickles_saves_copies_and_crosses_a_spawn(tmp_path):
     assert proc.exitcode == 0
     torch.testing.assert_close(got, want.detach(), rtol=1e-6, atol=1e-6)
 
-
-def test_only_slimbert_is_installed_as_a_top_level_name():
-    from importlib.metadata import packages_distributions
-
-    ours = sorted(name for name, dists in packages_distributions().items() if "slimbert" in dists)
-    assert ours == ["slimbert"]
