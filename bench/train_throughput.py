@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import os
+import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -76,15 +77,14 @@ def main(argv=None) -> dict:
 
     rows = {}
     for phase, model in (("gate_training", gated), ("finetune", compact)):
-        for name, run in (("old", old), ("new", new)):  # alternate twice so drift hits both alike
-            rows.setdefault(phase, {}).setdefault(name, [])
-        for _ in range(2):
+        rows[phase] = {"old": [], "new": []}
+        for _ in range(2):  # alternate twice so drift hits both alike
             for name, run in (("old", old), ("new", new)):
                 s = timed_steps(copy.deepcopy(model), run, args.steps // 2, args.warmup)
                 rows[phase][name].append(s)
     result = {
         "device": f"cpu-{platform.machine()}-{os.cpu_count()}cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "command": "python bench/train_throughput.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+        "command": "python bench/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "windows": len(features),
         "teacher_cache_s": round(cache_s, 2),
         "batch_size": args.batch_size,

@@ -75,11 +75,9 @@ class BatchPlan:
 
     def _epoch_steps(self, epoch: int) -> list[list[int]]:
         g = torch.Generator().manual_seed(self.seed + epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
-        steps = [order[i * self.per_step : (i + 1) * self.per_step] for i in range(self.steps_per_epoch)]
+        used = torch.randperm(self.n, generator=g).tolist()[: self.steps_per_epoch * self.per_step]
         if self.lengths is None:
-            return steps
-        used = order[: self.steps_per_epoch * self.per_step]
+            return [used[i : i + self.per_step] for i in range(0, len(used), self.per_step)]
         chunk = self.pool * self.per_step
         steps = []
         for c in range(0, len(used), chunk):
