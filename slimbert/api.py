@@ -16,15 +16,17 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from slimbert.config import PruneConfig, TrainConfig
+from slimbert.config import ConfigError, PruneConfig, TrainConfig
 from slimbert.io import atomic_save_pretrained
-from slimbert.models.arch import check_qa_model, max_tokens
+from slimbert.models.arch import check_qa_model
 from slimbert.pruning.collapse import collapse
 from slimbert.pruning.cost import count_parameters
 from slimbert.pruning.gates import deterministic_size
 from slimbert.pruning.methods import find_structure
+from slimbert.pruning.methods.baselines import min_size
 from slimbert.tasks import get_task
-from slimbert.tasks.squad.data import DataError, check_tokenizer
+from slimbert.tasks.squad.data import check_max_length, check_tokenizer
+from slimbert.train.checkpoint import clear_run_state, fingerprint
 from slimbert.train.loop import Run, train
 from slimbert.train.teacher import teacher_logits
 
@@ -74,21 +76,25 @@ def prune(
     check_qa_model(model)
     task = get_task(tcfg.task)
     if (cfg.method == "posttrain" or cfg.gate_init == "fisher") and task.name != "squad":
-        raise ValueError("method='posttrain' and gate_init='fisher' support task='squad' only; use method='l0' for NQ")
+        raise ConfigError("method='posttrain' and gate_init='fisher' support task='squad' only; use method='l0' for NQ")
+    if cfg.method in ("random", "uniform") and cfg.target < min_size(model, cfg):
+        raise ConfigError(f"target {cfg.target} is out of reach for method={cfg.method!r}: pruning only what it may prune "
+                          f"keeps at least {min_size(model, cfg):.3f}; raise the target or prune both heads and FFN units")
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
     check_tokenizer(tokenizer, model)
-    if tcfg.max_length > max_tokens(model.config):
-        raise DataError(f"max_length {tcfg.max_length} is longer than this model's {max_tokens(model.config)} positions; "
-                        f"lower --max-length to at most {max_tokens(model.config)}")
+    check_max_length(model, tcfg.max_length)
     on_gpu = torch.cuda.is_available() and not tcfg.cpu
     if on_gpu:  # TF32 for whatever stays fp32 under autocast
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     accelerator = Accelerator(cpu=tcfg.cpu, mixed_precision="bf16" if on_gpu else "no")
     set_seed(tcfg.seed)
+    if out_dir and not resume and accelerator.is_main_process:
+        clear_run_state(out_dir, RESULT)  # a fresh run: nothing of an earlier one may be resumed or taken as its result
 
     # 1. data: labelled training windows, and a scorer of the eval data
     features = task.training_windows(train_data, tokenizer, tcfg)
+    run_fingerprint = fingerprint(model, features, cfg, tcfg)  # on the CPU copy: the same sums wherever it resumes
     score = task.scorer(eval_data, tokenizer, tcfg) if eval_data is not None else None
 
     def eval_fn(m):
@@ -105,7 +111,8 @@ def prune(
     cache = None
     if (cfg.method == "l0" or tcfg.finetune_steps) and tcfg.cache_teacher and not cfg.distill_hidden:
         cache = teacher_logits(teacher, features, collate, 2 * tcfg.batch_size, accelerator.device)
-    run = Run(teacher, features, tokenizer, collate, cfg, tcfg, accelerator, cache, eval_fn, out_dir, resume)
+    run = Run(teacher, features, tokenizer, collate, cfg, tcfg, accelerator, cache, eval_fn, out_dir, resume,
+              run_fingerprint)
 
     # 2. the method finds the structure; 3. collapse removes what it closed
     found = find_structure(task.student(model), run)

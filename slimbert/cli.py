@@ -29,13 +29,53 @@ class CliError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line that says what to do, not the usage block
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):  # a required flag has no default to show
+        return action.help if action.required else super()._get_help_string(action)
+
+
+def _count(least: int):
+    """An argparse type: an integer of at least ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {n}")
+        return n
+
+    return parse
+
+
+def _writable(path: str, flag: str, folder: bool = True) -> None:
+    """Refuse an output path that cannot be made (saves write a sibling first, so its parent counts), before any work."""
+    path = os.path.abspath(path)
+    kinds = ("folder", "file") if folder else ("file", "folder")
+    if os.path.exists(path) and os.path.isdir(path) != folder:
+        raise CliError(f"{flag} {path} is a {kinds[1]}, not a {kinds[0]}; pick another {flag}")
+    probe = os.path.dirname(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise CliError(f"{flag} {path} cannot be made: {probe} is a file, not a folder; pick another {flag}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CliError(f"{flag} {path} cannot be made: no write permission in {probe}; pick another {flag}")
+
+
 def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per config field, with the field's help text and default."""
     hints = get_type_hints(cls)
     for f in fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
-        help = f"{f.metadata.get('help', '')} (default: {default})"
+        help = f.metadata.get("help", "")
         if hints[f.name] in (bool, bool | None):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
         elif get_origin(hints[f.name]) is Literal:
@@ -45,10 +85,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
 
 
 def _pick(args, cls):
-    try:
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
-    except ValueError as e:
-        raise CliError(str(e)) from e
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})  # ConfigError says what is wrong
 
 
 def cmd_prune(args) -> dict:
@@ -56,6 +93,10 @@ def cmd_prune(args) -> dict:
     from slimbert.api import RESULT, prune
 
     out = args.out
+    if args.resume and args.overwrite:
+        raise CliError("--resume continues the run in --out and --overwrite starts a new one: pass only one")
+    prune_cfg, train_cfg = _pick(args, PruneConfig), _pick(args, TrainConfig)
+    _writable(out, "--out")
     if os.path.exists(os.path.join(out, RESULT)) and not args.overwrite:
         raise CliError(f"{out} already holds a pruned model; pass --overwrite to replace it or pick another --out")
     if os.path.isdir(out) and os.listdir(out) and not (args.overwrite or args.resume):
@@ -70,11 +111,11 @@ def cmd_prune(args) -> dict:
         evl = load_nq(args.eval, skip_bad=args.skip_bad_lines) if args.eval is not None else None
     result = prune(
         model,
-        _pick(args, PruneConfig),
+        prune_cfg,
         train_data=train,
         eval_data=evl,
         tokenizer=tokenizer,
-        train_cfg=_pick(args, TrainConfig),
+        train_cfg=train_cfg,
         out_dir=out,
         resume=args.resume,
     )
@@ -84,19 +125,21 @@ def cmd_prune(args) -> dict:
 
 
 def cmd_eval(args) -> dict:
-    from slimbert.tasks.squad.data import check_tokenizer, load_squad
+    from slimbert.tasks.squad.data import check_max_length, check_tokenizer, load_squad
     from slimbert.tasks.squad.evaluate import evaluate
 
+    if args.predictions:
+        _writable(args.predictions, "--predictions")
     model, tokenizer = load_model(args.model)
     check_tokenizer(tokenizer, model)
+    check_max_length(model, args.max_length)
     if args.task == "nq":
-        if args.predictions:
-            raise CliError("--predictions writes SQuAD 2.0 files; NQ prediction files are not written yet")
         from slimbert.tasks.nq.data import load_nq
         from slimbert.tasks.nq.evaluate import evaluate_nq
 
         examples = load_nq(args.data, limit=args.max_examples, skip_bad=args.skip_bad_lines)
-        scores = evaluate_nq(model, tokenizer, examples, args.batch_size, args.max_length, args.doc_stride, args.null_threshold)
+        scores = evaluate_nq(model, tokenizer, examples, args.batch_size, args.max_length, args.doc_stride, args.null_threshold,
+                             predictions_dir=args.predictions)
         return {k: v for k, v in scores.items() if "best_precision" not in k and "best_recall" not in k}
     examples = load_squad(args.data, split="validation", limit=args.max_examples)
     scores = evaluate(model, tokenizer, examples, args.batch_size, args.max_length, args.doc_stride, args.null_threshold,
@@ -108,112 +151,127 @@ def cmd_eval(args) -> dict:
 def cmd_convert(args) -> dict:
     from slimbert.tasks.nq.data import squad_to_nq
 
-    return squad_to_nq(args.src, args.dst, limit=args.limit)
+    _writable(args.dst, "dst", folder=False)
+    return squad_to_nq(args.src, args.dst, limit=args.limit, original=args.original)
 
 
 def cmd_report(args) -> dict:
+    from slimbert.models.arch import max_tokens
     from slimbert.pruning.cost import format_report, model_report
 
     model, _ = load_model(args.model)
-    r = model_report(model, args.seq_len)
+    seq_len = args.seq_len or min(384, max_tokens(model.config))
+    if seq_len > max_tokens(model.config):
+        raise CliError(f"--seq-len {seq_len} is longer than this model's {max_tokens(model.config)} positions; lower it")
+    r = model_report(model, seq_len)
     if not args.json:
         print(format_report(r))
     return r
 
 
 def cmd_sweep(args) -> dict:
-    from slimbert.sweep import DEFAULT_METHODS, SweepError, sweep
+    from slimbert.sweep import DEFAULT_METHODS, sweep
 
-    try:
-        methods = args.methods.split(",") if args.methods else DEFAULT_METHODS
-        rows = sweep(
-            args.model, args.train, args.eval, args.targets.split(","), methods, out_dir=args.out,
-            train_cfg=_pick(args, TrainConfig), seq_len=args.seq_len, batch_size=args.latency_batch,
-        )
-    except SweepError as e:
-        raise CliError(str(e)) from e
+    train_cfg = _pick(args, TrainConfig)
+    _writable(args.out, "--out")
+    methods = args.methods.split(",") if args.methods else DEFAULT_METHODS
+    rows = sweep(
+        args.model, args.train, args.eval, args.targets.split(","), methods, out_dir=args.out,
+        train_cfg=train_cfg, seq_len=args.seq_len, batch_size=args.latency_batch,
+    )
     return {"csv": os.path.join(args.out, "curve.csv"), "png": os.path.join(args.out, "curve.png"), "rows": len(rows)}
 
 
 def cmd_demo(args) -> dict:
     from slimbert.demo import run_demo
 
-    return run_demo(out=args.out, steps=args.steps)
+    _writable(args.out, "--out")
+    return run_demo(out=args.out, steps=args.steps, overwrite=args.overwrite)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="slimbert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="slimbert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    pr = sub.add_parser("prune", help="learn gates toward a target size with distillation, collapse, save")
-    pr.add_argument("--model", required=True, help="folder of a BERT/RoBERTa QA model (the teacher)")
-    pr.add_argument("--train", default=None, help="SQuAD 2.0 JSON, or NQ JSON lines with --task nq (default: the hub)")
-    pr.add_argument("--eval", default=None, help="SQuAD 2.0 JSON (NQ JSON lines with --task nq) to evaluate on (optional)")
-    pr.add_argument("--out", required=True, help="folder for the compact model and checkpoints")
-    pr.add_argument("--overwrite", action="store_true", help="replace what --out holds")
-    pr.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint in --out")
-    pr.add_argument("--skip-bad-lines", action="store_true", help="--task nq: skip and count malformed lines instead of stopping")
+    def command(name: str, help: str, fn) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help, formatter_class=_Help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    teacher = "folder of a BERT/RoBERTa extractive QA model and its tokenizer (the teacher)"
+    skip = "--task nq: skip and count malformed lines instead of stopping at the first"
+    pr = command("prune", "learn gates toward a target size with distillation, collapse, save", cmd_prune)
+    pr.add_argument("--model", required=True, help=teacher)
+    pr.add_argument("--train", default=None, help="SQuAD 2.0 JSON, or NQ JSON lines with --task nq (None: the hub's)")
+    pr.add_argument("--eval", default=None, help="SQuAD 2.0 JSON (NQ JSON lines with --task nq) to score before and after (None: no scores)")
+    pr.add_argument("--out", required=True, help="folder for the compact model, prune_result.json and checkpoints")
+    pr.add_argument("--overwrite", action="store_true", help="start a new run in a non-empty --out (its old checkpoints are removed)")
+    pr.add_argument("--resume", action="store_true", help="continue the killed run in --out from its last checkpoint (same model, data, settings)")
+    pr.add_argument("--skip-bad-lines", action="store_true", help=skip)
     _add_dataclass_flags(pr, PruneConfig)
     _add_dataclass_flags(pr, TrainConfig)
-    pr.set_defaults(fn=cmd_prune)
 
-    ev = sub.add_parser("eval", help="SQuAD 2.0 EM/F1, or NQ long/short P/R/F1, of a model (one JSON line)")
-    ev.add_argument("--model", required=True)
-    ev.add_argument("--task", choices=["squad", "nq"], default="squad")
-    ev.add_argument("--data", default=None, help="SQuAD 2.0 JSON, or NQ JSON lines with --task nq (default: the hub)")
-    ev.add_argument("--skip-bad-lines", action="store_true", help="--task nq: skip and count malformed lines instead of stopping")
-    ev.add_argument("--batch-size", type=int, default=32)
-    ev.add_argument("--max-length", type=int, default=384)
-    ev.add_argument("--doc-stride", type=int, default=128)
-    ev.add_argument("--null-threshold", type=float, default=0.0)
-    ev.add_argument("--max-examples", type=int, default=0, help="0: all")
+    ev = command("eval", "SQuAD 2.0 EM/F1, or NQ long/short P/R/F1, of a model (one JSON line)", cmd_eval)
+    ev.add_argument("--model", required=True, help="folder of an extractive QA model and its tokenizer")
+    ev.add_argument("--task", choices=["squad", "nq"], default="squad", help="squad: SQuAD 2.0 JSON; nq: Natural Questions JSON lines")
+    ev.add_argument("--data", default=None, help="SQuAD 2.0 JSON, or NQ JSON lines with --task nq (None: the hub's dev set)")
+    ev.add_argument("--skip-bad-lines", action="store_true", help=skip)
+    ev.add_argument("--batch-size", type=_count(1), default=32, help="windows per forward pass")
+    ev.add_argument("--max-length", type=_count(1), default=384, help="tokens per window, at most the model's positions")
+    ev.add_argument("--doc-stride", type=_count(0), default=128, help="overlap of consecutive windows, below max-length / 2")
+    ev.add_argument("--null-threshold", type=float, default=0.0, help="answer only where the best span beats no-answer by more than this")
+    ev.add_argument("--max-examples", type=_count(0), default=0, help="score only the first N questions (0: all)")
     ev.add_argument("--predictions", default=None, metavar="DIR",
-                    help="write the official predictions.json and na_prob.json there (SQuAD 2.0)")
-    ev.set_defaults(fn=cmd_eval)
+                    help="write the official prediction files there: predictions.json and na_prob.json (SQuAD 2.0), "
+                    "predictions.json (NQ, as nq_eval.py reads it)")
 
-    rp = sub.add_parser("report", help="per-layer heads and FFN width, parameters and FLOPs before/after")
-    rp.add_argument("--model", required=True)
-    rp.add_argument("--seq-len", type=int, default=384)
-    rp.add_argument("--json", action="store_true", help="print only the JSON")
-    rp.set_defaults(fn=cmd_report)
+    rp = command("report", "per-layer heads and FFN width, parameters and FLOPs before/after", cmd_report)
+    rp.add_argument("--model", required=True, help="folder of a QA model, dense or pruned by slimbert")
+    rp.add_argument("--seq-len", type=_count(1), default=None, help="sequence length the FLOPs are counted at (None: 384 or the model's limit)")
+    rp.add_argument("--json", action="store_true", help="print only the JSON line, not the table")
 
-    cv = sub.add_parser("convert", help="convert data between formats: squad-to-nq IN.json OUT.jsonl[.gz]")
-    cv.add_argument("kind", choices=["squad-to-nq"])
+    cv = command("convert", "convert data between formats: squad-to-nq IN.json OUT.jsonl[.gz]", cmd_convert)
+    cv.add_argument("kind", choices=["squad-to-nq"], help="the conversion (squad-to-nq: SQuAD 2.0 JSON to NQ JSON lines)")
     cv.add_argument("src", help="SQuAD 2.0 JSON file")
     cv.add_argument("dst", help="NQ JSON-lines file to write (gzip when it ends in .gz)")
-    cv.add_argument("--limit", type=int, default=0, help="questions to convert (0: all)")
-    cv.set_defaults(fn=cmd_convert)
+    cv.add_argument("--limit", type=_count(0), default=0, help="questions to convert (0: all)")
+    cv.add_argument("--original", action="store_true",
+                    help="write the original NQ format that nq_eval.py reads (document_tokens, byte offsets) instead of the simplified one")
 
-    sw = sub.add_parser("sweep", help="prune at several sizes with several methods; curve.csv and curve.png of F1 vs speed")
-    sw.add_argument("--model", required=True, help="folder of a BERT/RoBERTa QA model (the teacher)")
-    sw.add_argument("--train", default=None, help="SQuAD 2.0 JSON (default: the hub)")
-    sw.add_argument("--eval", default=None, help="SQuAD 2.0 JSON to score every point on (default: the hub)")
+    sw = command("sweep", "prune at several sizes with several methods; curve.csv and curve.png of F1 vs speed", cmd_sweep)
+    sw.add_argument("--model", required=True, help=teacher)
+    sw.add_argument("--train", default=None, help="SQuAD 2.0 JSON (None: the hub's)")
+    sw.add_argument("--eval", default=None, help="SQuAD 2.0 JSON to score every point on (None: the hub's)")
     sw.add_argument("--targets", required=True, help="comma list of kept fractions of prunable parameters, e.g. 0.8,0.5,0.3")
-    sw.add_argument("--methods", default=None, help="comma list of l0,l0-heads,l0-ffn,l0-fisher,random,uniform,posttrain (default: all)")
+    sw.add_argument("--methods", default=None, help="comma list of l0,l0-heads,l0-ffn,l0-fisher,random,uniform,posttrain (None: all)")
     sw.add_argument("--out", required=True, help="folder for points/, curve.csv, curve.png; rerun to finish a killed sweep")
-    sw.add_argument("--seq-len", type=int, default=384, help="sequence length of the latency and FLOP measurements")
-    sw.add_argument("--latency-batch", type=int, default=1, help="batch size of the latency measurement")
+    sw.add_argument("--seq-len", type=_count(1), default=384, help="sequence length of the latency and FLOP measurements")
+    sw.add_argument("--latency-batch", type=_count(1), default=1, help="batch size of the latency measurement")
     _add_dataclass_flags(sw, TrainConfig)
-    sw.set_defaults(fn=cmd_sweep)
 
-    dm = sub.add_parser("demo", help="prune the vendored small SQuAD 2.0 model on a vendored slice (CPU, ~10 min)")
-    dm.add_argument("--out", default="runs/demo")
-    dm.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's budget)")
-    dm.set_defaults(fn=cmd_demo)
+    dm = command("demo", "prune the vendored small SQuAD 2.0 model on a vendored slice (CPU, ~7 min)", cmd_demo)
+    dm.add_argument("--out", default="runs/demo", help="folder for the compact model; a killed demo there resumes")
+    dm.add_argument("--steps", type=_count(1), default=None, help="gate-training steps (None: the demo's 100)")
+    dm.add_argument("--overwrite", action="store_true", help="start over in an --out that holds something else or a finished demo")
     return p
 
 
 def main(argv=None) -> int:
+    from slimbert.config import ConfigError
     from slimbert.io import ModelLoadError
     from slimbert.models.arch import UnsupportedModelError
     from slimbert.tasks.squad.data import DataError
+    from slimbert.train.checkpoint import CheckpointError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
         result = args.fn(args)
-    except (CliError, DataError, ModelLoadError, UnsupportedModelError) as e:
+    except (CliError, ConfigError, DataError, ModelLoadError, UnsupportedModelError, CheckpointError) as e:
         print(f"slimbert {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a permission or a path the checks above could not foresee
+        print(f"slimbert {args.cmd}: error: {e}; check the path, its permissions and free space", file=sys.stderr)
         return 2
     print(json.dumps(result, default=float))
     return 0

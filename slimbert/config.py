@@ -9,6 +9,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 
+class ConfigError(ValueError):
+    """A setting that cannot run as given (the message says which and what is allowed)."""
+
+
 def opt(default, help: str):
     """A config field with its help text: the CLI shows it (with the default) under ``--help``."""
     return field(default=default, metadata={"help": help})
@@ -43,23 +47,23 @@ class PruneConfig:
 
     def __post_init__(self):
         if not (0.0 < self.target <= 1.0):
-            raise ValueError(f"target must be in (0, 1] (fraction of prunable parameters kept), got {self.target}")
+            raise ConfigError(f"target must be in (0, 1] (fraction of prunable parameters kept), got {self.target}")
         if not (self.prune_heads or self.prune_ffn or self.prune_blocks):
-            raise ValueError("nothing to prune: enable at least one of prune_heads, prune_ffn, prune_blocks")
+            raise ConfigError("nothing to prune: enable at least one of prune_heads, prune_ffn, prune_blocks")
         if not (0.0 <= self.distill_alpha <= 1.0):
-            raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
+            raise ConfigError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
         _choice("penalty", self.penalty, ("lagrangian", "fixed"))
         _choice("method", self.method, ("l0", "posttrain", "random", "uniform"))
         _choice("gate_init", self.gate_init, ("auto", "uniform", "fisher"))
         _choice("budget", self.budget, ("params", "flops"))
         if not (0.0 < self.gate_init_keep < 1.0):
-            raise ValueError(f"gate_init_keep must be in (0, 1) (initial P(gate open)), got {self.gate_init_keep}")
+            raise ConfigError(f"gate_init_keep must be in (0, 1) (initial P(gate open)), got {self.gate_init_keep}")
         if self.gate_init == "fisher" and not (self.prune_heads and self.prune_ffn):
-            raise ValueError("gate_init='fisher' starts from a mask over heads and FFN units: keep prune_heads and prune_ffn on")
+            raise ConfigError("gate_init='fisher' starts from a mask over heads and FFN units: keep prune_heads and prune_ffn on")
         if not (0.0 <= self.target_warmup <= 1.0):
-            raise ValueError(f"target_warmup must be in [0, 1] (a fraction of the gate steps), got {self.target_warmup}")
+            raise ConfigError(f"target_warmup must be in [0, 1] (a fraction of the gate steps), got {self.target_warmup}")
         if self.distill_temperature <= 0 or self.distill_hidden < 0 or self.lambda_att < 0 or self.lambda_ff < 0:
-            raise ValueError("distill_temperature must be > 0 and distill_hidden, lambda_att, lambda_ff >= 0")
+            raise ConfigError("distill_temperature must be > 0 and distill_hidden, lambda_att, lambda_ff >= 0")
         if self.snap is None:
             self.snap = self.penalty == "lagrangian"
 
@@ -94,24 +98,24 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("batch_size", "max_length", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_steps", "eval_every", "save_every", "finetune_steps", "max_train_examples", "max_eval_examples",
                      "max_extra_examples", "doc_stride", "weight_decay"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "gate_lr", "lambda_lr"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if not self.max_steps and not self.epochs > 0:
-            raise ValueError(f"epochs must be > 0 when max_steps is 0, got {self.epochs}")
+            raise ConfigError(f"epochs must be > 0 when max_steps is 0, got {self.epochs}")
         if not (0.0 <= self.warmup_ratio < 1.0) or not (0.0 < self.null_window_rate <= 1.0):
-            raise ValueError("warmup_ratio must be in [0, 1) and null_window_rate in (0, 1]")
+            raise ConfigError("warmup_ratio must be in [0, 1) and null_window_rate in (0, 1]")
         _choice("task", self.task, ("squad", "nq"))
 
 
 def _choice(name: str, value, allowed: tuple) -> None:
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def from_dict(cls, d: dict):
@@ -119,4 +123,4 @@ def from_dict(cls, d: dict):
     return cls(**{k: v for k, v in d.items() if k in names})
 
 
-__all__ = ["PruneConfig", "TrainConfig", "asdict", "from_dict"]
+__all__ = ["ConfigError", "PruneConfig", "TrainConfig", "asdict", "from_dict"]

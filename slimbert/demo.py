@@ -7,7 +7,6 @@ and latency before and after, and saves the compact model to ``--out``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -20,15 +19,36 @@ TRAIN = DEMO_DIR / "squad2-train-slice.json"
 EVAL = DEMO_DIR / "squad2-dev-slice.json"
 DEFAULT_STEPS = 100  # gate-learning steps; then FINETUNE_STEPS of distillation on the compact model
 FINETUNE_STEPS = 300
+MARKER = "demo_run.json"  # written when a demo starts in --out: only such a folder is resumed
+RESULT = "demo_result.json"
 
 
-def run_demo(out: str = "runs/demo", steps: int | None = None) -> dict:
+def _resume(out: str, overwrite: bool) -> bool:
+    """Whether to continue a killed demo in ``out``; refuses a folder that holds anything else."""
+    from slimbert.config import ConfigError
+
+    if overwrite or not os.path.isdir(out) or not os.listdir(out):
+        return False
+    if os.path.exists(os.path.join(out, RESULT)):
+        raise ConfigError(f"{out} holds a finished demo; pass --overwrite to run it again, or pick another --out")
+    if not os.path.exists(os.path.join(out, MARKER)):
+        raise ConfigError(f"{out} holds something other than a slimbert demo; pick another --out, or pass --overwrite to use it")
+    return True  # the checkpoints' fingerprint checks that it is this demo's run
+
+
+def run_demo(out: str = "runs/demo", steps: int | None = None, overwrite: bool = False) -> dict:
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    from slimbert.config import PruneConfig, TrainConfig
-    from slimbert.latency import compare
     from slimbert.api import prune
+    from slimbert.config import PruneConfig, TrainConfig
+    from slimbert.io import atomic_write_json
+    from slimbert.latency import compare
 
+    resume = _resume(out, overwrite)
+    os.makedirs(out, exist_ok=True)
+    if not resume and os.path.exists(os.path.join(out, RESULT)):
+        os.remove(os.path.join(out, RESULT))  # --overwrite: a killed rerun must not pass for finished
+    atomic_write_json({"demo": True}, os.path.join(out, MARKER))
     torch.manual_seed(0)
     teacher = AutoModelForQuestionAnswering.from_pretrained(TEACHER, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(TEACHER)
@@ -44,7 +64,7 @@ def run_demo(out: str = "runs/demo", steps: int | None = None) -> dict:
             max_steps=steps or DEFAULT_STEPS, finetune_steps=FINETUNE_STEPS, batch_size=8, max_length=256, doc_stride=96,
         ),
         out_dir=out,
-        resume=os.path.exists(out),
+        resume=resume,
     )
     minutes = (time.perf_counter() - t0) / 60
     lat = {k: v["median_ms"] for k, v in compare({"dense": teacher, "pruned": result.model}, batch=1, seq_len=384, repeats=9).items()}
@@ -59,6 +79,5 @@ def run_demo(out: str = "runs/demo", steps: int | None = None) -> dict:
     print(f"eval on {b['n']} questions of {EVAL.name}; compact model saved to {out}\n")
     summary = {k: v for k, v in result.summary().items() if k != "history"}
     summary["latency_ms"] = lat
-    with open(os.path.join(out, "demo_result.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_json(summary, os.path.join(out, RESULT))
     return {"size": result.size, "f1_before": b["f1"], "f1_after": a["f1"], "speedup": lat["dense"] / lat["pruned"]}

@@ -17,14 +17,17 @@ class ModelLoadError(ValueError):
 
 def load_model(path: str, dtype=None):
     """A QA model and its tokenizer from a local folder (or hub id), with errors that say what to do."""
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
     from slimbert.models.arch import check_qa_model
 
+    if not os.path.exists(path) and (os.path.isabs(path) or path.startswith(".") or path.count("/") > 1):
+        raise ModelLoadError(f"cannot load a model config from {path!r}: no such folder. Give a folder made by save_pretrained.")
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise ModelLoadError(f"cannot load a model config from {path!r}: {e}. Give a folder made by save_pretrained.") from e
+        raise ModelLoadError(f"cannot load a model config from {path!r}: {str(e).rstrip('.')}. Give a folder made by save_pretrained.") from e
     archs = getattr(config, "architectures", None) or []
     if config.model_type != "slimbert" and not any(a.endswith("ForQuestionAnswering") for a in archs):
         raise ModelLoadError(
@@ -34,8 +37,9 @@ def load_model(path: str, dtype=None):
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=dtype or torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise ModelLoadError(f"cannot load the model or tokenizer in {path}: {e}") from e
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise ModelLoadError(f"cannot load the model or tokenizer in {path} ({type(e).__name__}: {e}); "
+                             "save it again with save_pretrained, or download it again") from e
     check_qa_model(model)
     return model, tokenizer
 

@@ -37,7 +37,7 @@ from dataclasses import asdict, replace
 import torch
 from tqdm.auto import tqdm
 
-from slimbert.config import PruneConfig, TrainConfig
+from slimbert.config import ConfigError, PruneConfig, TrainConfig
 from slimbert.io import atomic_write_json, load_model
 from slimbert.latency import compare
 from slimbert.api import prune
@@ -65,7 +65,7 @@ METHODS = {
 DEFAULT_METHODS = tuple(METHODS)
 
 
-class SweepError(ValueError):
+class SweepError(ConfigError):
     """A sweep request that cannot run as given (the message says what to change)."""
 
 
@@ -176,6 +176,9 @@ def sweep(
     if tcfg.task != "squad":
         raise SweepError("sweep scores SQuAD 2.0 (exact/F1 columns); run it with task='squad'")
     targets, methods = check_points(targets, methods)
+    for path in (train_data, eval_data):  # before the teacher's point, not after it
+        if path is not None and not os.path.isfile(path):
+            raise SweepError(f"data file not found: {path}. Pass a SQuAD 2.0 JSON file (the official layout).")
     teacher, tokenizer = load_model(model_path)
     if seq_len > teacher.config.max_position_embeddings:
         raise SweepError(f"seq_len {seq_len} exceeds the model's {teacher.config.max_position_embeddings} positions; pick a smaller one")

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
+from slimbert.config import ConfigError
 from slimbert.models.arch import PAD_LOGIT
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -45,6 +46,8 @@ def batches(features, collate: Callable, batch_size: int, order: Sequence[int] |
 def predict_logits(model, features, tokenizer, batch_size: int = 32, desc: str = "eval"):
     """(n_features, max_len) start and end logits (padding at PAD_LOGIT), and (n_features, n_types)
     answer-type logits, or None for a model without an answer-type head (NQ)."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     model.eval()
     device = next(model.parameters()).device
     width = max(len(ids) for ids in features["input_ids"])

@@ -30,14 +30,13 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from slimbert.config import PruneConfig, TrainConfig
-from slimbert.io import atomic_torch_save
+from slimbert.train.checkpoint import SUFFIX, load_checkpoint, load_weights, write_checkpoint
 from slimbert.pruning.gates import deterministic_size, expected_size, gate_parameters, get_gates
 from slimbert.tasks.base import MODEL_INPUTS
 from slimbert.train.losses import hidden_mse, kl, logit_kl, qa_loss
 from slimbert.train.teacher import TeacherOutput, add_teacher_logits
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "train_state.pt"
 
 
 @dataclass
@@ -55,6 +54,7 @@ class Run:
     eval_fn: Callable | None = None  # model -> scores, for eval_every
     out_dir: str | None = None  # checkpoints go here
     resume: bool = False
+    fingerprint: dict | None = None  # what made this run (train/checkpoint.py); every checkpoint carries it
 
 
 class BatchPlan:
@@ -186,13 +186,13 @@ def train(student, run: Run, total: int):
     unwrapped = accelerator.unwrap_model(student)
 
     tag = "gated" if with_gates else "finetune"
-    ckpt_path = os.path.join(run.out_dir, f"{tag}_{CHECKPOINT}") if run.out_dir else None
+    ckpt_path = os.path.join(run.out_dir, f"{tag}_{SUFFIX}") if run.out_dir else None
     # The target falls linearly from the student's initial expected size, so the gap starts at 0.
     start_size = float(expected_size(unwrapped).detach()) if with_gates else 1.0
     step, history, lambda_scale = 0, [], None
     if run.resume and ckpt_path and os.path.exists(ckpt_path):
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        unwrapped.load_state_dict(state["model"])
+        state = load_checkpoint(ckpt_path, run.fingerprint)
+        load_weights(unwrapped, state["model"], ckpt_path)
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         if gate_opt:
@@ -205,7 +205,7 @@ def train(student, run: Run, total: int):
 
     def save_checkpoint():
         if ckpt_path and accelerator.is_main_process:
-            atomic_torch_save(
+            write_checkpoint(
                 {
                     "model": unwrapped.state_dict(),
                     "opt": opt.state_dict(),
@@ -219,6 +219,7 @@ def train(student, run: Run, total: int):
                     "rng": _rng_state(),
                 },
                 ckpt_path,
+                run.fingerprint,
             )
 
     warm = max(1, int(cfg.target_warmup * total))

@@ -38,6 +38,8 @@ class Candidate:
     start: int
     end: int  # exclusive
     top_level: bool = True
+    start_byte: int = -1  # byte offsets in the original format's HTML (-1: not given)
+    end_byte: int = -1
 
 
 @dataclass
@@ -48,6 +50,7 @@ class NQExample:
     is_html: list[bool]
     candidates: list[Candidate]
     annotations: list[NQAnswer]  # one per annotator; gold spans in document tokens
+    raw_id: object = None  # example_id as the file has it (an integer in real NQ): prediction files repeat it
 
 
 # ----------------------------------------------------------------------------- parsing one line
@@ -103,7 +106,10 @@ def parse_example(obj) -> NQExample:
         span = _span(c, n, where)
         if span is None:
             raise ValueError(f"{where} has a null span")
-        candidates.append(Candidate(*span, top_level=bool(c.get("top_level", True))))
+        start_byte, end_byte = c.get("start_byte", -1), c.get("end_byte", -1)
+        if not (isinstance(start_byte, int) and isinstance(end_byte, int)):
+            raise ValueError(f"{where} byte offsets must be integers")
+        candidates.append(Candidate(*span, top_level=bool(c.get("top_level", True)), start_byte=start_byte, end_byte=end_byte))
 
     annotations = []
     for i, a in enumerate(obj["annotations"]):
@@ -130,7 +136,7 @@ def parse_example(obj) -> NQExample:
         if not isinstance(yes_no, str) or yes_no.upper() not in ("NONE", "YES", "NO"):
             raise ValueError(f"{where}.yes_no_answer must be YES, NO or NONE, got {yes_no!r}")
         annotations.append(NQAnswer(long=long, short=short, yes_no=yes_no))
-    return NQExample(str(obj["example_id"]), obj["question_text"], tokens, is_html, candidates, annotations)
+    return NQExample(str(obj["example_id"]), obj["question_text"], tokens, is_html, candidates, annotations, obj["example_id"])
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -271,13 +277,18 @@ def _words(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in _WORD.finditer(text)]
 
 
-def squad_article_to_nq(article: dict) -> Iterator[dict]:
-    """One SQuAD article -> one NQ-format line per question (simplified format, document_text).
+def squad_article_to_nq(article: dict, original: bool = False) -> Iterator[dict]:
+    """One SQuAD article -> one NQ-format line per question.
 
     The document is the title in ``<H1>`` and each paragraph in ``<P>``…``</P>``; every paragraph is
-    a top-level candidate. Per SQuAD answer one annotation (its paragraph as long answer, its span
-    widened to whole tokens as short answer), so several answers act like several annotators; an
-    unanswerable question gets one null annotation.
+    a top-level candidate. Each distinct SQuAD answer (its span widened to whole tokens) is one
+    annotation, with its paragraph as long answer, so several distinct answers act like several
+    annotators and a repeated answer counts once; an unanswerable question gets one null annotation.
+
+    ``original=False``: the simplified format (``document_text``). ``original=True``: the original
+    format that the official ``nq_eval.py`` reads: ``document_tokens`` (``token``, ``start_byte``,
+    ``end_byte``, ``html_token``), ``document_html`` (the tokens joined by spaces, which the byte
+    offsets index as UTF-8), ``question_tokens``, and byte offsets on candidates and answers.
     """
     title = (article.get("title") or "untitled").replace("_", " ")
     tokens = ["<H1>", *(title[a:b] for a, b in _words(title)), "</H1>"]
@@ -289,51 +300,77 @@ def squad_article_to_nq(article: dict) -> Iterator[dict]:
         start = len(tokens)
         tokens += ["<P>", *(para["context"][a:b] for a, b in spans), "</P>"]
         paragraphs.append((len(paragraphs), start, spans, para))
-    candidates = [{"start_token": s, "end_token": s + len(w) + 2, "top_level": True} for _, s, w, _ in paragraphs]
-    text = " ".join(tokens)
+    html = " ".join(tokens)
+    byte_starts, pos = [], 0
+    for t in tokens:
+        byte_starts.append(pos)
+        pos += len(t.encode("utf-8")) + 1
+
+    def span(start: int, end: int) -> dict:  # document-token span [start, end), with bytes in the original format
+        if not original:
+            return {"start_token": start, "end_token": end}
+        if start < 0:
+            return {"start_token": -1, "end_token": -1, "start_byte": -1, "end_byte": -1}
+        end_byte = byte_starts[end - 1] + len(tokens[end - 1].encode("utf-8"))
+        return {"start_token": start, "end_token": end, "start_byte": byte_starts[start], "end_byte": end_byte}
+
+    candidates = [span(s, s + len(w) + 2) | {"top_level": True} for _, s, w, _ in paragraphs]
+    document = {"document_text": html} if not original else {
+        "document_title": title,
+        "document_html": html,
+        "document_tokens": [{"token": t, "start_byte": b, "end_byte": b + len(t.encode("utf-8")), "html_token": bool(_HTML.match(t))}
+                            for t, b in zip(tokens, byte_starts)],
+    }
     for ci, first, spans, para in paragraphs:
-        long = {"start_token": candidates[ci]["start_token"], "end_token": candidates[ci]["end_token"], "candidate_index": ci}
+        cand = candidates[ci]
+        long = span(cand["start_token"], cand["end_token"]) | {"candidate_index": ci}
         for qa in para["qas"]:
             answers = [] if qa.get("is_impossible") else (qa.get("answers") or [])
-            annotations = []
+            shorts = {}  # token span -> its annotation: a repeated answer is one annotator, not two
             for a in answers:
                 lo, hi = int(a["answer_start"]), int(a["answer_start"]) + len(a["text"])
                 inside = [k for k, (s, e) in enumerate(spans) if s < hi and e > lo]
                 if inside:  # an answer of only spaces has no token: it is no annotation
-                    short = {"start_token": first + 1 + inside[0], "end_token": first + 2 + inside[-1]}
-                    annotations.append({"long_answer": long, "short_answers": [short], "yes_no_answer": "NONE"})
+                    shorts.setdefault((first + 1 + inside[0], first + 2 + inside[-1]), None)
+            annotations = [{"long_answer": long, "short_answers": [span(*k)], "yes_no_answer": "NONE"} for k in shorts]
             if not annotations:
-                null = {"start_token": -1, "end_token": -1, "candidate_index": -1}
+                null = span(-1, -1) | {"candidate_index": -1}
                 annotations.append({"long_answer": null, "short_answers": [], "yes_no_answer": "NONE"})
             for i, a in enumerate(annotations):
                 a["annotation_id"] = i
-            yield {
-                "example_id": str(qa["id"]),
-                "question_text": qa["question"],
-                "document_url": "",
-                "document_text": text,
-                "long_answer_candidates": candidates,
-                "annotations": annotations,
-            }
+            line = {"example_id": str(qa["id"]), "question_text": qa["question"], "document_url": ""}
+            if original:
+                line["question_tokens"] = [qa["question"][a:b] for a, b in _words(qa["question"])]
+            yield line | document | {"long_answer_candidates": candidates, "annotations": annotations}
 
 
-def squad_to_nq(src: str, dst: str, limit: int = 0) -> dict:
-    """Convert a SQuAD 2.0 JSON file to NQ JSON lines (gzip when ``dst`` ends in .gz); returns counts."""
+def squad_to_nq(src: str, dst: str, limit: int = 0, original: bool = False) -> dict:
+    """Convert a SQuAD 2.0 JSON file to NQ JSON lines (gzip when ``dst`` ends in .gz); returns counts.
+
+    ``original=True`` writes the original NQ format (document tokens with byte offsets) that the
+    official ``nq_eval.py`` reads as gold; it wants the file gzipped, so name it ``.jsonl.gz``.
+    """
     articles = _read_squad_file(src)
     counts = {"examples": 0, "answerable": 0, "unanswerable": 0, "articles": 0}
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     tmp = dst + ".tmp"
     opener = gzip.open if dst.endswith(".gz") else open
-    with opener(tmp, "wt", encoding="utf-8") as out:
-        for title, paragraphs in zip(articles["title"], articles["paragraphs"]):
-            counts["articles"] += 1
-            for line in squad_article_to_nq({"title": title, "paragraphs": paragraphs}):
+    try:
+        with opener(tmp, "wt", encoding="utf-8") as out:
+            for title, paragraphs in zip(articles["title"], articles["paragraphs"]):
+                counts["articles"] += 1
+                for line in squad_article_to_nq({"title": title, "paragraphs": paragraphs}, original):
+                    if limit and counts["examples"] >= limit:
+                        break
+                    out.write(json.dumps(line) + "\n")
+                    counts["examples"] += 1
+                    counts["answerable" if line["annotations"][0]["short_answers"] else "unanswerable"] += 1
                 if limit and counts["examples"] >= limit:
                     break
-                out.write(json.dumps(line) + "\n")
-                counts["examples"] += 1
-                counts["answerable" if line["annotations"][0]["short_answers"] else "unanswerable"] += 1
-            if limit and counts["examples"] >= limit:
-                break
-    os.replace(tmp, dst)  # a killed conversion leaves no half file under the final name
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)  # a killed conversion leaves no half file under the final name
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return counts | {"out": dst}

@@ -18,7 +18,7 @@ import bisect
 import itertools
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import datasets
 import torch
@@ -131,6 +131,7 @@ class NQEvalSet:
     candidates: dict[str, list[Candidate]]
     gold: dict[str, list[NQAnswer]]
     skipped: int = 0  # bad lines skipped while reading (skip_bad=True)
+    raw_ids: dict = field(default_factory=dict)  # example_id -> the id as the file has it (int in real NQ)
 
     def __len__(self) -> int:
         return len(self.gold)
@@ -139,10 +140,11 @@ class NQEvalSet:
 def eval_features(examples: Iterable[NQExample], tokenizer, max_length: int = 384, doc_stride: int = 128) -> NQEvalSet:
     """Windows with ``example_id`` and ``token_map`` for post-processing, plus candidates and gold per example."""
     rows: dict[str, list] = {}
-    candidates, gold = {}, {}
+    candidates, gold, raw_ids = {}, {}, {}
     for ex, enc, w, starts, keep in _windows(examples, tokenizer, max_length, doc_stride):
         if ex.example_id not in gold:
             candidates[ex.example_id], gold[ex.example_id] = ex.candidates, ex.annotations
+            raw_ids[ex.example_id] = ex.raw_id if ex.raw_id is not None else ex.example_id
         offsets, seq_ids = enc["offset_mapping"][w], enc.sequence_ids(w)
         token_map = [keep[bisect.bisect_right(starts, o[0]) - 1] if s == 1 else -1 for o, s in zip(offsets, seq_ids)]
         row = _inputs(enc, w) | {"example_id": ex.example_id, "token_map": token_map}
@@ -150,4 +152,4 @@ def eval_features(examples: Iterable[NQExample], tokenizer, max_length: int = 38
             rows.setdefault(k, []).append(v)
     if not gold:
         raise DataError("no NQ examples to evaluate on")
-    return NQEvalSet(datasets.Dataset.from_dict(rows), candidates, gold, getattr(examples, "skipped", 0))
+    return NQEvalSet(datasets.Dataset.from_dict(rows), candidates, gold, getattr(examples, "skipped", 0), raw_ids)

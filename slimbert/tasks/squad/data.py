@@ -104,6 +104,15 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, model) -> None:
             raise DataError(f"tokenizer has no {tok[:-3]}; it is not a BERT/RoBERTa QA tokenizer")
 
 
+def check_max_length(model, max_length: int) -> None:
+    """Refuse windows longer than the model's position embeddings (an IndexError deep in the embedding otherwise)."""
+    from slimbert.models.arch import max_tokens
+
+    limit = max_tokens(model.config)
+    if max_length > limit:
+        raise DataError(f"max_length {max_length} is longer than this model's {limit} positions; lower --max-length to at most {limit}")
+
+
 def tokenize_windows(tokenizer, questions, contexts, max_length: int, doc_stride: int, **kwargs):
     """Question + context windows (context truncated with a stride), with offsets, unpadded by default."""
     if tokenizer.padding_side != "right":
@@ -122,10 +131,13 @@ def tokenize_windows(tokenizer, questions, contexts, max_length: int, doc_stride
             **({"padding": False} | kwargs),
         )
     except Exception as e:  # the tokenizers library's errors name neither the question nor the fix
-        raise DataError(
-            f"could not window a batch of questions with max_length={max_length}, doc_stride={doc_stride} ({e}). "
-            "A question may be longer than the window: raise --max-length or lower --doc-stride."
-        ) from e
+        if "truncat" in str(e).lower():  # "Truncation error: Sequence to truncate too short ..."
+            raise DataError(
+                f"a question is too long for windows of max_length={max_length} with doc_stride={doc_stride}: "
+                "raise --max-length or lower --doc-stride"
+            ) from e
+        raise DataError(f"the tokenizer failed on a batch of questions ({type(e).__name__}: {e}); check that every "
+                        "question and context is text and that the tokenizer is the model's own") from e
 
 
 def context_offsets(enc, i: int) -> list:

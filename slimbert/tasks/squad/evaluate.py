@@ -9,7 +9,7 @@ import numpy as np
 
 from slimbert.io import atomic_write_json
 from slimbert.tasks.base import predict_logits
-from slimbert.tasks.squad.data import eval_features
+from slimbert.tasks.squad.data import check_max_length, eval_features
 from slimbert.tasks.squad.metric import postprocess_predictions, squad_v2_score
 
 
@@ -30,6 +30,7 @@ def evaluate(
     ``na_prob.json`` (question id -> no-answer probability) written there, the files the official
     script reads: ``evaluate-v2.0.py dev.json predictions.json --na-prob-file na_prob.json``.
     """
+    check_max_length(model, max_length)
     t0 = time.perf_counter()
     features = features if features is not None else eval_features(examples, tokenizer, max_length, doc_stride)
     starts, ends, _ = predict_logits(model, features, tokenizer, batch_size)
