@@ -13,7 +13,8 @@ The data path, one folder per step: ``tasks/`` (data, windows, metrics) -> ``pru
 
 import slimbert.hf  # noqa: F401  (registers the attention function, Auto classes and pipeline)
 from slimbert.api import PruneResult, prune
-from slimbert.config import PruneConfig, TrainConfig
+from slimbert.config import ConfigError, PruneConfig, TrainConfig
+from slimbert.io import ModelLoadError
 from slimbert.models.answer_type import nq_model_from
 from slimbert.models.compact import SlimBertConfig, SlimBertForQuestionAnswering
 from slimbert.pruning.collapse import collapse
@@ -21,10 +22,15 @@ from slimbert.pruning.gates import add_gates, deterministic_size, expected_size,
 from slimbert.pruning.methods.posttrain import posttrain_prune
 from slimbert.tasks.nq.data import load_nq, squad_to_nq
 from slimbert.tasks.nq.evaluate import evaluate_nq
-from slimbert.tasks.squad.data import load_squad
+from slimbert.tasks.squad.data import DataError, load_squad
 from slimbert.tasks.squad.evaluate import evaluate
+from slimbert.train.checkpoint import CheckpointError
 
 __all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "ModelLoadError",
     "PruneConfig",
     "PruneResult",
     "TrainConfig",

@@ -114,10 +114,14 @@ def _scores(scores: dict) -> dict:
 
 
 def write_csv(rows: list[dict], path: str) -> None:
-    with open(path, "w", newline="") as f:
+    tmp = path + ".tmp"  # written whole, then renamed: a killed sweep never leaves half a curve
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 # F1 at threshold 0 alone rewards a model that abstains: HasAns F1 and best-threshold F1 get rows too.
@@ -148,7 +152,9 @@ def plot(rows: list[dict], path: str, title: str = "") -> None:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    root, ext = os.path.splitext(path)
+    fig.savefig(root + ".tmp" + ext, dpi=120)  # the format follows the extension; renamed whole into place
+    os.replace(root + ".tmp" + ext, path)
 
 
 def sweep(

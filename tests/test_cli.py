@@ -72,3 +72,19 @@ def test_tokenizer_mismatch(tmp_path, squad_files, tokenizer, capsys):
     tokenizer.save_pretrained(path)  # a 30k-token BERT tokenizer beside a 120-token model
     assert main(["eval", "--model", str(path), "--data", squad_files[1]]) == 2
     assert "do not match" in capsys.readouterr().err
+
+
+def test_every_flag_says_what_it_does_and_its_default():
+    from slimbert.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.dest == "cmd").choices
+    assert set(subs) == {"prune", "eval", "report", "sweep", "convert", "demo"}
+    for name, sub in subs.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            assert action.help and len(action.help) > 10, f"slimbert {name} {action.option_strings or action.dest} has no help"
+            if action.option_strings and not action.required:
+                assert f"(default: {action.default})" in " ".join(text.split()), f"slimbert {name} {action.option_strings}"

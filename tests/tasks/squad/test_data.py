@@ -79,3 +79,13 @@ def test_tokenizer_that_does_not_match_the_model(tokenizer):
     model = tiny_model("roberta")  # vocabulary of 120
     with pytest.raises(DataError, match="do not match"):
         check_tokenizer(tokenizer, model)
+
+
+def test_tokenizer_errors_say_what_happened(tokenizer):
+    from slimbert.tasks.squad.data import tokenize_windows
+
+    with pytest.raises(DataError, match="a question is too long for windows of max_length=8"):
+        tokenize_windows(tokenizer, ["a long question with many words in it"], ["some context"], 8, 2)
+    with pytest.raises(DataError, match="the tokenizer failed") as e:  # not text: not "too long"
+        tokenize_windows(tokenizer, ["fine question"], [None], 64, 16)
+    assert "too long" not in str(e.value)
