@@ -68,7 +68,9 @@ def prune(
     JSON-lines path, an iterable of NQExample (``slimbert.load_nq``) or None for the hub; a model
     without an answer-type head gets a fresh one in the student, and the teacher's answer types are
     distilled only when it has a head. With ``out_dir`` the compact model, its tokenizer and
-    ``prune_result.json`` are saved there, with checkpoints for ``resume``.
+    ``prune_result.json`` are saved there, with checkpoints for ``resume``. A fresh run (no
+    ``resume``) first removes an earlier run's checkpoints and result there; ``resume`` raises
+    CheckpointError, naming what differs, on a checkpoint of another model, data or settings.
     """
     from transformers import AutoTokenizer
 
