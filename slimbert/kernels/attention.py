@@ -6,7 +6,8 @@ Holds:
     serves padded (B, H, T, d) batches and packed variable-length batches (``cu_seqlens``).
   * ``_attn_bwd_preprocess_kernel``, ``_attn_bwd_dkdv_kernel``, ``_attn_bwd_dq_kernel``: fused
     backward producing dq, dk, dv and the per-row terms from which d(head_scale) is summed.
-  * launchers, ``_AttentionFunction`` and the front doors ``attention`` / ``attention_varlen``.
+  * launchers, the custom ops ``slimbert::attention_fwd`` / ``attention_bwd`` / ``attention_varlen``
+    and the front doors ``attention`` / ``attention_varlen``.
   * ``reference_attention`` / ``reference_attention_varlen``: the same math in plain PyTorch,
     used as the CPU fallback and as the test oracle.
 
@@ -24,11 +25,15 @@ import math
 import torch
 
 from ._utils import (
-    SUPPORTED_DTYPES,
     attention_bwd_config,
-    attention_fwd_config,
+    attention_fwd_configs,
     dot_dtype,
     dot_precision,
+    is_exporting,
+    next_pow2,
+    pow2_bucket,
+    prune_attention_fwd_configs,
+    run_kernel,
     tl,
     triton,
     use_triton,
@@ -52,9 +57,19 @@ def _dropout_keep(seed, pid_bh, rows, cols, seq_len, dropout_p):
 
 
 @triton.jit
+def _tile(n_tiles):
+    """(tile, batch*head) of this program in the 1-D grid tiles x (B*H): one axis has CUDA's 2^31-1
+    limit for any batch and head count, and neighbouring programs share a head's K/V in L2."""
+    pid = tl.program_id(0)
+    return pid % n_tiles, pid // n_tiles
+
+
+@triton.autotune(configs=attention_fwd_configs(), key=["head_dim", "SEQ_BUCKET", "BH_BUCKET"],
+                 prune_configs_by={"early_config_prune": prune_attention_fwd_configs})
+@triton.jit
 def _attn_fwd_kernel(
     Q, K, V, Out, OutRaw, Lse, KeyMask, HeadScale, CuSeqlens,
-    qk_scale, seq_len, n_heads, head_dim, seed, dropout_p, dropout_scale,
+    qk_scale, seq_len, n_heads, head_dim, seed, dropout_p, dropout_scale, SEQ_BUCKET, BH_BUCKET,
     stride_qb, stride_qh, stride_qt, stride_qd,
     stride_kb, stride_kh, stride_kt, stride_kd,
     stride_vb, stride_vh, stride_vt, stride_vd,
@@ -65,8 +80,7 @@ def _attn_fwd_kernel(
     DOT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_m, pid_bh = _tile(tl.cdiv(seq_len, BLOCK_M))  # seq_len: the longest sequence when varlen
     b = (pid_bh // n_heads).to(tl.int64)
     h = (pid_bh % n_heads).to(tl.int64)
     if IS_VARLEN:
@@ -150,8 +164,7 @@ def _attn_bwd_preprocess_kernel(
     # Delta = rowsum(dOut * Out) = rowsum(head_scale * dOut * OutRaw). With RAW_OUT the kernel
     # reads OutRaw, and the un-gated rowsum (DRow), summed over batch and time, is d(head_scale):
     # reading OutRaw rather than dividing Out by the gate keeps that right when the gate is 0.
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_m, pid_bh = _tile(tl.cdiv(seq_len, BLOCK_M))
     b = (pid_bh // n_heads).to(tl.int64)
     h = (pid_bh % n_heads).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -181,11 +194,10 @@ def _attn_bwd_dkdv_kernel(
     stride_mb, stride_mt,
     HAS_MASK: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     DOT: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, TRANSPOSED_LOADS: tl.constexpr = False,
 ):
     # One program owns a block of keys and sweeps all queries, so dk / dv need no atomics.
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_n, pid_bh = _tile(tl.cdiv(seq_len, BLOCK_N))
     b = (pid_bh // n_heads).to(tl.int64)
     h = (pid_bh % n_heads).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -223,9 +235,16 @@ def _attn_bwd_dkdv_kernel(
         delta = tl.load(Delta + stat_base + rows, mask=row_ok, other=0.0)
 
         # Transposed tiles, (BLOCK_N, BLOCK_M): keys on rows, queries on columns.
-        st = tl.dot(k, tl.trans(q), input_precision=PRECISION)
+        if TRANSPOSED_LOADS:  # 32-bit operands: a transposed copy from shared memory blocks pipelining
+            qt = tl.load(Q + b * stride_qb + h * stride_qh + offs_d[:, None] * stride_qd + rows[None, :] * stride_qt,
+                         mask=d_ok[:, None] & row_ok[None, :], other=0.0).to(DOT)
+            dot_ = DOut + b * stride_gb + h * stride_gh + offs_d[:, None] * stride_gd + rows[None, :] * stride_gt
+            dot_t = tl.load(dot_, mask=d_ok[:, None] & row_ok[None, :], other=0.0).to(Q.dtype.element_ty).to(DOT)
+        else:
+            qt, dot_t = tl.trans(q), tl.trans(do)
+        st = tl.dot(k, qt, input_precision=PRECISION)
         pt = tl.where(col_ok[:, None] & row_ok[None, :], tl.exp2(st * qk_scale - lse[None, :]), 0.0)
-        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+        dpt = tl.dot(v, dot_t, input_precision=PRECISION)
         if HAS_SCALE:
             dpt = dpt * gate
         if HAS_DROPOUT:  # O = (Z * P) V with Z the scaled keep-mask: dV = (Z * P)^T dO, dP = Z * (dO V^T)
@@ -261,8 +280,7 @@ def _attn_bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     # One program owns a block of queries and sweeps all keys (dq is written exactly once).
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_m, pid_bh = _tile(tl.cdiv(seq_len, BLOCK_M))
     b = (pid_bh // n_heads).to(tl.int64)
     h = (pid_bh % n_heads).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -346,17 +364,16 @@ def _attn_fwd(q, k, v, key_padding_mask, head_scale, scaling, store_lse, store_r
     if out.numel() == 0:
         return out, out_raw, lse
     mask, stride_mb, stride_mt = _mask_args(key_padding_mask)
-    cfg = attention_fwd_config(d, q.dtype)
-    grid = (triton.cdiv(T, cfg["BLOCK_M"]), B * H)
+    grid = lambda meta: (triton.cdiv(T, meta["BLOCK_M"]) * B * H,)  # noqa: E731
     _attn_fwd_kernel[grid](
         q, k, v, out, out_raw, lse, mask, head_scale, None,
-        scaling * LOG2E, T, H, d, seed, dropout_p, _keep_scale(dropout_p),
+        scaling * LOG2E, T, H, d, seed, dropout_p, _keep_scale(dropout_p), pow2_bucket(T), pow2_bucket(B * H),
         *q.stride(), *k.stride(), *v.stride(),
         out.stride(0), out.stride(2), out.stride(1), out.stride(3),  # out is (B, T, H, d)
         stride_mb, stride_mt,
         HAS_MASK=mask is not None, HAS_SCALE=head_scale is not None, STORE_RAW=store_raw,
         STORE_LSE=store_lse, IS_VARLEN=False, HAS_DROPOUT=dropout_p > 0,
-        DOT=dot_dtype(q.dtype), PRECISION=dot_precision(q.dtype), **cfg,
+        DOT=dot_dtype(q.dtype), PRECISION=dot_precision(q.dtype), BLOCK_D=next_pow2(d),
     )
     return out, out_raw, lse
 
@@ -370,12 +387,11 @@ def _attn_varlen_fwd(q, k, v, cu_seqlens, max_seqlen, head_scale, scaling):
     if out.numel() == 0 or B <= 0 or max_seqlen <= 0:
         return out
     cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
-    cfg = attention_fwd_config(d, q.dtype)
-    grid = (triton.cdiv(max_seqlen, cfg["BLOCK_M"]), B * H)
+    grid = lambda meta: (triton.cdiv(max_seqlen, meta["BLOCK_M"]) * B * H,)  # noqa: E731
     # Packed (total, H, d) tensors: batch stride 0, the token stride plays the time stride.
     _attn_fwd_kernel[grid](
         q, k, v, out, None, None, None, head_scale, cu,
-        scaling * LOG2E, max_seqlen, H, d, 0, 0.0, 1.0,
+        scaling * LOG2E, max_seqlen, H, d, 0, 0.0, 1.0, pow2_bucket(max_seqlen), pow2_bucket(B * H),
         0, q.stride(1), q.stride(0), q.stride(2),
         0, k.stride(1), k.stride(0), k.stride(2),
         0, v.stride(1), v.stride(0), v.stride(2),
@@ -383,7 +399,7 @@ def _attn_varlen_fwd(q, k, v, cu_seqlens, max_seqlen, head_scale, scaling):
         0, 0,
         HAS_MASK=False, HAS_SCALE=head_scale is not None, STORE_RAW=False, STORE_LSE=False, IS_VARLEN=True,
         HAS_DROPOUT=False,
-        DOT=dot_dtype(q.dtype), PRECISION=dot_precision(q.dtype), **cfg,
+        DOT=dot_dtype(q.dtype), PRECISION=dot_precision(q.dtype), BLOCK_D=next_pow2(d),
     )
     return out
 
@@ -407,7 +423,7 @@ def _attn_bwd(dout, q, k, v, out_saved, lse, key_padding_mask, head_scale, scali
     o_strides = (out_saved.stride(0), out_saved.stride(2), out_saved.stride(1), out_saved.stride(3))
     g_strides = (dout.stride(0), dout.stride(2), dout.stride(1), dout.stride(3))
 
-    _attn_bwd_preprocess_kernel[(triton.cdiv(T, block_m), B * H)](
+    _attn_bwd_preprocess_kernel[(triton.cdiv(T, block_m) * B * H,)](
         out_saved, dout, delta, drow, head_scale, T, H, d, *o_strides, *g_strides,
         RAW_OUT=need_dhead, BLOCK_M=block_m, BLOCK_D=block_d, **launch,
     )
@@ -418,39 +434,81 @@ def _attn_bwd(dout, q, k, v, out_saved, lse, key_padding_mask, head_scale, scali
         DOT=dot_dtype(q.dtype), PRECISION=dot_precision(q.dtype),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, **launch,
     )
-    _attn_bwd_dkdv_kernel[(triton.cdiv(T, block_n), B * H)](q, k, v, dout, dk, dv, *args, **flags)
-    _attn_bwd_dq_kernel[(triton.cdiv(T, block_m), B * H)](q, k, v, dout, dq, *args, **flags)
+    _attn_bwd_dkdv_kernel[(triton.cdiv(T, block_n) * B * H,)](q, k, v, dout, dk, dv, *args, **flags,
+                                                               TRANSPOSED_LOADS=q.dtype == torch.float32)
+    _attn_bwd_dq_kernel[(triton.cdiv(T, block_m) * B * H,)](q, k, v, dout, dq, *args, **flags)
     dhead = drow.sum(dim=(0, 2)) if need_dhead else None
     return dq, dk, dv, dhead
 
 
 # ---------------------------------------------------------------------------------------------
-# Autograd
+# Custom ops (torch.library): torch.compile sees each launch as one opaque op with a fake (shape)
+# implementation instead of tracing into Triton, so a compiled model has no graph breaks here.
+# Absent optional outputs are empty tensors (a custom op cannot return None).
 # ---------------------------------------------------------------------------------------------
 
 
-class _AttentionFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, key_padding_mask, head_scale, scaling, dropout_p, seed):
-        training = any(ctx.needs_input_grad)
-        need_dhead = ctx.needs_input_grad[4]
-        gate = head_scale.contiguous() if head_scale is not None else None  # kernels index it densely
-        out, out_raw, lse = _attn_fwd(q, k, v, key_padding_mask, gate, scaling,
-                                      store_lse=training, store_raw=need_dhead, dropout_p=dropout_p, seed=seed)
-        if training:
-            ctx.save_for_backward(q, k, v, out_raw if need_dhead else out, lse, key_padding_mask, gate)
-            ctx.scaling, ctx.dropout_p, ctx.seed = scaling, dropout_p, seed
-        return out
+@torch.library.custom_op("slimbert::attention_fwd", mutates_args=())
+def _attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
+                      head_scale: torch.Tensor | None, scaling: float, dropout_p: float, seed: torch.Tensor,
+                      training: bool, need_dhead: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gate = head_scale.contiguous() if head_scale is not None else None  # kernels index it densely
+    out, raw, lse = _attn_fwd(q, k, v, key_padding_mask, gate, scaling, store_lse=training, store_raw=need_dhead,
+                              dropout_p=dropout_p, seed=int(seed))
+    return out, raw if raw is not None else q.new_empty(0), lse if lse is not None else q.new_empty(0, dtype=torch.float32)
 
-    @staticmethod
-    def backward(ctx, dout):
-        q, k, v, out_saved, lse, key_padding_mask, gate = ctx.saved_tensors
-        need_dhead = ctx.needs_input_grad[4]
-        dq, dk, dv, dhead = _attn_bwd(dout, q, k, v, out_saved, lse, key_padding_mask, gate, ctx.scaling,
-                                      need_dhead, ctx.dropout_p, ctx.seed)
-        if dhead is not None:
-            dhead = dhead.to(gate.dtype)
-        return dq, dk, dv, None, dhead, None, None, None
+
+@_attention_fwd_op.register_fake
+def _(q, k, v, key_padding_mask, head_scale, scaling, dropout_p, seed, training, need_dhead):
+    B, H, T, d = q.shape
+    return (q.new_empty((B, T, H, d)), q.new_empty((B, T, H, d) if need_dhead else 0),
+            q.new_empty((B, H, T) if training else 0, dtype=torch.float32))
+
+
+@torch.library.custom_op("slimbert::attention_bwd", mutates_args=())
+def _attention_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out_saved: torch.Tensor,
+                      lse: torch.Tensor, key_padding_mask: torch.Tensor | None, head_scale: torch.Tensor | None,
+                      scaling: float, need_dhead: bool, dropout_p: float, seed: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    gate = head_scale.contiguous() if head_scale is not None else None
+    dq, dk, dv, dhead = _attn_bwd(dout.contiguous(), q, k, v, out_saved, lse, key_padding_mask, gate, scaling,
+                                  need_dhead, dropout_p, int(seed))
+    return dq, dk, dv, dhead.to(head_scale.dtype) if dhead is not None else q.new_empty(0)
+
+
+@_attention_bwd_op.register_fake
+def _(dout, q, k, v, out_saved, lse, key_padding_mask, head_scale, scaling, need_dhead, dropout_p, seed):
+    grads = tuple(q.new_empty(q.shape) for _ in range(3))
+    return (*grads, head_scale.new_empty(head_scale.shape) if need_dhead else q.new_empty(0))
+
+
+def _attention_setup(ctx, inputs, output):
+    q, k, v, key_padding_mask, head_scale, scaling, dropout_p, seed, training, need_dhead = inputs
+    out, raw, lse = output
+    ctx.save_for_backward(q, k, v, raw if need_dhead else out, lse, key_padding_mask, head_scale, seed)
+    ctx.scaling, ctx.dropout_p, ctx.need_dhead = scaling, dropout_p, need_dhead
+
+
+def _attention_backward(ctx, dout, _draw, _dlse):
+    q, k, v, out_saved, lse, key_padding_mask, head_scale, seed = ctx.saved_tensors
+    dq, dk, dv, dhead = _attention_bwd_op(dout, q, k, v, out_saved, lse, key_padding_mask, head_scale, ctx.scaling,
+                                          ctx.need_dhead, ctx.dropout_p, seed)
+    return dq, dk, dv, None, dhead if ctx.need_dhead else None, None, None, None, None, None
+
+
+_attention_fwd_op.register_autograd(_attention_backward, setup_context=_attention_setup)
+
+
+@torch.library.custom_op("slimbert::attention_varlen", mutates_args=())
+def _attention_varlen_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+                         head_scale: torch.Tensor | None, scaling: float) -> torch.Tensor:
+    gate = head_scale.contiguous() if head_scale is not None else None
+    return _attn_varlen_fwd(q, k, v, cu_seqlens, max_seqlen, gate, scaling)
+
+
+@_attention_varlen_op.register_fake
+def _(q, k, v, cu_seqlens, max_seqlen, head_scale, scaling):
+    return q.new_empty(q.shape)
 
 
 def attention(q, k, v, key_padding_mask=None, head_scale=None, scaling=None, dropout_p=0.0, seed=None):
@@ -466,13 +524,24 @@ def attention(q, k, v, key_padding_mask=None, head_scale=None, scaling=None, dro
         scaling = q.shape[-1] ** -0.5
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
-    if not use_triton(q) or q.dtype not in SUPPORTED_DTYPES or q.numel() == 0:
+
+    def reference():
         return reference_attention(q, k, v, key_padding_mask, head_scale, scaling, dropout_p=dropout_p)
-    if dropout_p > 0 and seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, ()))
-    # Casts happen outside the Function so autograd returns grads in the callers' dtypes.
-    k, v = k.to(q.dtype), v.to(q.dtype)
-    return _AttentionFunction.apply(q, k, v, key_padding_mask, head_scale, float(scaling), float(dropout_p), int(seed or 0))
+
+    if not use_triton(q) or q.numel() == 0 or is_exporting():
+        return reference()
+
+    def kernel():
+        # A seed tensor (not a Python int) keeps torch.compile from breaking the graph to read it.
+        s = torch.tensor(seed) if seed is not None else torch.randint(0, 2**31 - 1, ()) if dropout_p > 0 else torch.tensor(0)
+        grad = torch.is_grad_enabled()
+        training = grad and any(t is not None and t.requires_grad for t in (q, k, v, head_scale))
+        need_dhead = grad and head_scale is not None and head_scale.requires_grad
+        # Casts happen outside the op so autograd returns grads in the callers' dtypes.
+        return _attention_fwd_op(q, k.to(q.dtype), v.to(q.dtype), key_padding_mask, head_scale, float(scaling),
+                                 float(dropout_p), s, training, need_dhead)[0]
+
+    return run_kernel("attention", kernel, reference)
 
 
 def dropout_mask(B, H, T, dropout_p, seed, device=None):
@@ -501,10 +570,14 @@ def attention_varlen(q, k, v, cu_seqlens, max_seqlen, head_scale=None, scaling=N
         scaling = q.shape[-1] ** -0.5
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (q, k, v, head_scale))
-    if needs_grad or not use_triton(q) or q.dtype not in SUPPORTED_DTYPES:
+
+    def reference():
         return reference_attention_varlen(q, k, v, cu_seqlens, max_seqlen, head_scale, scaling)
-    gate = head_scale.contiguous() if head_scale is not None else None
-    return _attn_varlen_fwd(q, k.to(q.dtype), v.to(q.dtype), cu_seqlens, int(max_seqlen), gate, float(scaling))
+
+    if needs_grad or not use_triton(q) or is_exporting():
+        return reference()
+    return run_kernel("attention_varlen", lambda: _attention_varlen_op(
+        q, k.to(q.dtype), v.to(q.dtype), cu_seqlens, int(max_seqlen), head_scale, float(scaling)), reference)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,3 +65,55 @@ def test_gated_training_with_attention_dropout_runs_the_kernel(monkeypatch):
     gated.eval()
     gated(**batch)
     assert rates[3:] == [0.0] * 3  # eval mode: no dropout
+
+
+def test_a_failing_kernel_falls_back_once_with_a_warning(monkeypatch):
+    # On a GPU (SLIMBERT_KERNELS=auto) a kernel that fails to compile or launch must not end a prune.
+    import slimbert.kernels._utils as ku
+
+    attention_module = __import__("slimbert.kernels.attention", fromlist=["_"])
+    compact = slimbert.collapse(_gated("bert"))
+    batch = random_batch(compact.config.vocab_size, batch=2, seq=9, pad_from=4)
+    monkeypatch.setenv("SLIMBERT_KERNELS", "torch")
+    want = compact(**batch).start_logits
+
+    def broken(*a, **k):
+        raise RuntimeError("PTX JIT compilation failed\nmore detail")
+
+    monkeypatch.setattr(attention_module, "_attn_fwd", broken)
+    monkeypatch.setattr(ku, "_FAILED", set())
+    monkeypatch.setenv("SLIMBERT_KERNELS", "triton")  # asked for the kernels: the failure is an error
+    with pytest.raises(RuntimeError, match="PTX JIT"):
+        compact(**batch)
+    monkeypatch.setenv("SLIMBERT_KERNELS", "auto")
+    monkeypatch.setattr(slimbert.hf.attention, "use_triton", lambda t: True)  # as on a CUDA tensor
+    monkeypatch.setattr(attention_module, "use_triton", lambda t: True)
+    monkeypatch.setattr(slimbert.models.compact, "use_triton", lambda t: False)
+    with pytest.warns(RuntimeWarning, match=r"Triton attention kernel failed \(RuntimeError: PTX JIT compilation failed\)") as rec:
+        got = compact(**batch).start_logits
+    assert len([w for w in rec if "Triton attention" in str(w.message)]) == 1  # once, not per layer
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert ku._FAILED == {"attention"}
+
+
+def test_compiled_compact_model_has_no_graph_breaks(monkeypatch):
+    # The kernels are torch.library custom ops: torch.compile keeps the whole forward in one graph.
+    monkeypatch.setenv("SLIMBERT_KERNELS", "triton")
+    compact = slimbert.collapse(_gated("bert"))
+    batch = random_batch(compact.config.vocab_size, batch=2, seq=9, pad_from=4)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(compact)(**batch)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    ops = {str(n.target) for g in explanation.graphs for n in g.graph.nodes if n.op == "call_function"}
+    assert any("slimbert.attention_fwd" in o for o in ops) and any("slimbert.ffn_fwd" in o for o in ops), ops
+
+
+def test_export_with_the_triton_path_selected(monkeypatch):
+    # torch.export (what the ONNX exporter builds on) gets the reference math, which exports anywhere.
+    monkeypatch.setenv("SLIMBERT_KERNELS", "triton")
+    compact = slimbert.collapse(_gated("bert"))
+    batch = random_batch(compact.config.vocab_size, batch=2, seq=9, pad_from=4)
+    program = torch.export.export(compact, (), dict(batch))
+    assert not any("slimbert" in str(n.target) for n in program.graph.nodes)
+    got, want = program.module()(**batch), compact(**batch)
+    torch.testing.assert_close(got.start_logits, want.start_logits, atol=1e-4, rtol=1e-4)

@@ -102,3 +102,15 @@ def test_ffn_strided_input(device):
     x = torch.randn(D, 6, device=device).t()  # (6, D), non-contiguous
     params = _params(D, 37, torch.float32, device)
     torch.testing.assert_close(ffn(x, *params), reference_ffn(x, *params), **TOL[torch.float32])
+
+
+def test_padded_weights_follow_in_place_updates(device):
+    # Odd widths run on zero-padded copies kept between inference calls; an in-place weight update
+    # (an optimizer step, load_state_dict) must be seen by the next call.
+    x = torch.randn(2, 5, D, device=device)
+    w1, b1, w2, b2, _ = _params(D, 37, torch.float32, device, gate=False)
+    with torch.no_grad():
+        torch.testing.assert_close(ffn(x, w1, b1, w2, b2), reference_ffn(x, w1, b1, w2, b2), **TOL[torch.float32])
+        w1.mul_(-2.0)
+        b2.add_(1.0)
+        torch.testing.assert_close(ffn(x, w1, b1, w2, b2), reference_ffn(x, w1, b1, w2, b2), **TOL[torch.float32])
