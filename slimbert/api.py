@@ -16,6 +16,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from slimbert.card import model_card
 from slimbert.config import ConfigError, PruneConfig, TrainConfig
 from slimbert.io import atomic_save_pretrained
 from slimbert.models.arch import check_qa_model
@@ -67,10 +68,11 @@ def prune(
     hub's squad_v2 schema) or None for the hub's ``squad_v2``. With ``train_cfg.task="nq"``: an NQ
     JSON-lines path, an iterable of NQExample (``slimbert.load_nq``) or None for the hub; a model
     without an answer-type head gets a fresh one in the student, and the teacher's answer types are
-    distilled only when it has a head. With ``out_dir`` the compact model, its tokenizer and
-    ``prune_result.json`` are saved there, with checkpoints for ``resume``. A fresh run (no
-    ``resume``) first removes an earlier run's checkpoints and result there; ``resume`` raises
-    CheckpointError, naming what differs, on a checkpoint of another model, data or settings.
+    distilled only when it has a head. With ``out_dir`` the compact model, its tokenizer,
+    ``prune_result.json`` and a model card (README.md, ``slimbert/card.py``) are saved there, with
+    checkpoints for ``resume``. A fresh run (no ``resume``) first removes an earlier run's checkpoints
+    and result there; ``resume`` raises CheckpointError, naming what differs, on a checkpoint of
+    another model, data or settings.
     """
     from transformers import AutoTokenizer
 
@@ -144,5 +146,7 @@ def prune(
     )
     if out_dir and accelerator.is_main_process:
         summary = result.summary() | {"prune_config": asdict(cfg), "train_config": asdict(tcfg)}
-        atomic_save_pretrained(compact, out_dir, tokenizer, extra_json={RESULT: summary})
+        card = model_card(model, compact, summary, train_data, eval_data)
+        atomic_save_pretrained(compact, out_dir, tokenizer, extra_files={RESULT: summary, "README.md": card})
+    accelerator.wait_for_everyone()  # the other ranks return once the folder is whole
     return result

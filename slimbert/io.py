@@ -119,12 +119,13 @@ def atomic_write_json(obj, path: str) -> None:
     os.replace(tmp, path)
 
 
-def atomic_save_pretrained(model, out_dir: str, tokenizer=None, extra_json: dict | None = None) -> None:
+def atomic_save_pretrained(model, out_dir: str, tokenizer=None, extra_files: dict | None = None) -> None:
     """``save_pretrained`` of the whole folder at once: written to a temporary sibling, fsynced and
     swapped into place (:func:`publish_dir`), so ``out_dir`` never holds a mix of two saves.
 
     Files of ``out_dir`` the save does not write (training checkpoints) are carried into the new
-    folder (hard links where possible). ``extra_json`` files are written into it too. Temporary
+    folder (hard links where possible). ``extra_files`` (name -> str, written as text, or an object,
+    written as JSON) go into it too, so they appear with the model in the same step. Temporary
     siblings a killed save left behind are removed first (one writer per folder at a time).
     """
     out_dir = os.path.abspath(out_dir)
@@ -138,8 +139,12 @@ def atomic_save_pretrained(model, out_dir: str, tokenizer=None, extra_json: dict
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        for name, obj in (extra_json or {}).items():
-            atomic_write_json(obj, os.path.join(tmp, name))
+        for name, obj in (extra_files or {}).items():
+            if isinstance(obj, str):
+                with open(os.path.join(tmp, name), "w") as f:  # publish_dir fsyncs the whole folder
+                    f.write(obj)
+            else:
+                atomic_write_json(obj, os.path.join(tmp, name))
         if os.path.isdir(out_dir):
             for name in os.listdir(out_dir):
                 src, dst = os.path.join(out_dir, name), os.path.join(tmp, name)

@@ -22,7 +22,7 @@ a, b = torch.load(sys.argv[1], weights_only=False), torch.load(sys.argv[2], weig
 print("ready", flush=True)
 i = 0
 while True:  # save A and B in turn until killed
-    atomic_save_pretrained(a if i % 2 == 0 else b, sys.argv[3], extra_json={"which.json": {"i": i}})
+    atomic_save_pretrained(a if i % 2 == 0 else b, sys.argv[3], extra_files={"which.json": {"i": i}})
     i += 1
 """
 
