@@ -32,6 +32,18 @@ from slimbert.pruning.cost import model_report
 from slimbert.pruning.methods.baselines import random_compact
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DEMO = Path(slimbert.__file__).parent / "demo"
+RANDOM_BASE = "bert-base-random"
+
+
+def random_base(folder: Path) -> str:
+    """A BERT-base-shaped QA model with random weights (and the demo's BERT vocabulary), saved to ``folder``."""
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    torch.manual_seed(0)
+    BertForQuestionAnswering(BertConfig()).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(DEMO / "teacher").save_pretrained(folder)
+    return str(folder)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -87,7 +99,9 @@ def plot(results: dict, path: Path) -> None:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=str(Path(slimbert.__file__).parent / "demo" / "teacher"), help="dense QA model")
+    p.add_argument("--model", default=str(DEMO / "teacher"),
+                   help=f"dense QA model folder, or {RANDOM_BASE!r}: BERT-base's shape with random weights "
+                        "(speed only; nothing downloaded) (default: the demo teacher)")
     p.add_argument("--pruned", default=None, help="compact model folder (default: random structure at --target)")
     p.add_argument("--target", type=float, default=0.5)
     p.add_argument("--batches", default=None, help="comma list (default 1,8,32 on GPU, 1,8 on CPU)")
@@ -105,6 +119,10 @@ def main(argv=None) -> dict:
     dtypes = (args.dtypes or ("fp16,bf16,fp32" if cuda else "fp32")).split(",")
     repeats = args.repeats or (30 if cuda else 6)
 
+    if args.model == RANDOM_BASE:
+        import tempfile
+
+        args.model = random_base(Path(tempfile.mkdtemp(prefix="slimbert_bert_base_")))
     teacher = AutoModelForQuestionAnswering.from_pretrained(args.model, dtype=torch.float32).eval()
     if args.pruned:
         compact, source = AutoModelForQuestionAnswering.from_pretrained(args.pruned, dtype=torch.float32), args.pruned
@@ -144,11 +162,11 @@ def main(argv=None) -> dict:
         if not cuda and dname != "fp32":
             continue
         small = compact.to(device, DTYPES[dname]).eval()
-        unpadded[dname] = run_unpadded(small, batch, "auto", repeats)
-        u = unpadded[dname]
-        print(f"{dname} squad b32 padded {u['padded']['median_ms']:.2f} ms, unpadded {u['unpadded']['median_ms']:.2f} ms "
-              f"({u['padded']['median_ms'] / u['unpadded']['median_ms']:.2f}x); real tokens "
-              f"{int(batch['attention_mask'].sum())} of {batch['attention_mask'].numel()}", flush=True)
+        for kernels in (["torch", "auto"] if cuda else ["torch"]):
+            unpadded[f"{dname}-{kernels}"] = u = run_unpadded(small, batch, kernels, repeats)
+            print(f"{dname} {kernels} squad b32 padded {u['padded']['median_ms']:.2f} ms, unpadded "
+                  f"{u['unpadded']['median_ms']:.2f} ms ({u['padded']['median_ms'] / u['unpadded']['median_ms']:.2f}x); "
+                  f"real tokens {int(batch['attention_mask'].sum())} of {batch['attention_mask'].numel()}", flush=True)
 
     results = {
         "device": device_name(),
@@ -165,12 +183,34 @@ def main(argv=None) -> dict:
         "squad_unpadded_b32": unpadded,
         "squad_real_tokens": [int(batch["attention_mask"].sum()), batch["attention_mask"].numel()],
     }
+    results["targets"] = targets(results, cuda)
     RESULTS.mkdir(exist_ok=True)
     out = Path(args.out) if args.out else RESULTS / f"{results['device']}-{results['date']}.json"
     out.write_text(json.dumps(results, indent=2))
     plot(results, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return results
+
+
+def targets(results: dict, cuda: bool) -> dict:
+    """Issue 11's figures as ratios from this one run: compact speed-up against its FLOPs ratio, Triton
+    against the PyTorch fallback (b32, real SQuAD lengths unpadded, fp16), and every case Triton lost."""
+    out = {"flops_ratio": results["flops_ratio"]}
+    for c in results["cases"]:
+        ms = {k: v["median_ms"] for k, v in c["ms"].items()}
+        best = min(ms.get("compact-triton", ms["compact-torch"]), ms["compact-torch"])
+        c["speedup_vs_sdpa"] = ms["dense-sdpa"] / best
+        c["fraction_of_flops_ratio"] = c["speedup_vs_sdpa"] / results["flops_ratio"]
+    b32 = [c for c in results["cases"] if c["batch"] == max(x["batch"] for x in results["cases"])]
+    out["fraction_of_flops_ratio_at_largest_batch"] = {f"{c['dtype']} s{c['seq']}": round(c["fraction_of_flops_ratio"], 3) for c in b32}
+    if cuda:
+        u = results["squad_unpadded_b32"]
+        if "fp16-torch" in u and "fp16-auto" in u:
+            out["triton_vs_torch_b32_fp16_unpadded"] = u["fp16-torch"]["unpadded"]["median_ms"] / u["fp16-auto"]["unpadded"]["median_ms"]
+        out["triton_slower"] = [f"{c['dtype']} b{c['batch']} s{c['seq']}" for c in results["cases"]
+                                if c["ms"]["compact-triton"]["median_ms"] > c["ms"]["compact-torch"]["median_ms"]]
+    print("targets:", json.dumps(out, indent=1))
+    return out
 
 
 if __name__ == "__main__":

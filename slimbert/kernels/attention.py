@@ -66,7 +66,7 @@ def _tile(n_tiles):
 
 @triton.autotune(configs=attention_fwd_configs(), key=["head_dim", "SEQ_BUCKET", "BH_BUCKET"],
                  prune_configs_by={"early_config_prune": prune_attention_fwd_configs})
-@triton.jit
+@triton.jit(do_not_specialize=["SEQ_BUCKET", "BH_BUCKET"])  # tuning keys only: no kernel per value
 def _attn_fwd_kernel(
     Q, K, V, Out, OutRaw, Lse, KeyMask, HeadScale, CuSeqlens,
     qk_scale, seq_len, n_heads, head_dim, seed, dropout_p, dropout_scale, SEQ_BUCKET, BH_BUCKET,

@@ -37,7 +37,7 @@ WIDTH_MULTIPLE = 16
 
 @triton.autotune(configs=matmul_configs(), key=["N", "K", "M_BUCKET"],
                  prune_configs_by={"early_config_prune": prune_matmul_configs})
-@triton.jit
+@triton.jit(do_not_specialize=["M_BUCKET"])  # a tuning key only: no kernel per value
 def _linear_kernel(
     A, B, C, Bias, KScale, PreAct,
     M, N, K, M_BUCKET,

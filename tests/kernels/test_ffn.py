@@ -114,3 +114,11 @@ def test_padded_weights_follow_in_place_updates(device):
         w1.mul_(-2.0)
         b2.add_(1.0)
         torch.testing.assert_close(ffn(x, w1, b1, w2, b2), reference_ffn(x, w1, b1, w2, b2), **TOL[torch.float32])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="TF32 exists only on a GPU (the interpreter multiplies in fp32)")
+def test_fp32_default_tf32_within_its_documented_tolerance(monkeypatch, device):
+    monkeypatch.delenv("SLIMBERT_FP32_DOT")  # the default: TF32 tensor cores, relative error ~1e-3
+    x = torch.randn(4, 384, 768, device=device)
+    params = _params(768, 1536, torch.float32, device, gate=False)
+    torch.testing.assert_close(ffn(x, *params), reference_ffn(x, *params), atol=2e-2, rtol=2e-2)
