@@ -263,7 +263,8 @@ def main(argv=None) -> int:
     from slimbert.tasks.squad.data import DataError
     from slimbert.train.checkpoint import CheckpointError
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun / accelerate launch only rank 0 reports
+    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
         result = args.fn(args)
@@ -273,7 +274,8 @@ def main(argv=None) -> int:
     except OSError as e:  # a full disk, a permission or a path the checks above could not foresee
         print(f"slimbert {args.cmd}: error: {e}; check the path, its permissions and free space", file=sys.stderr)
         return 2
-    print(json.dumps(result, default=float))
+    if main_process:
+        print(json.dumps(result, default=float))
     return 0
 
 

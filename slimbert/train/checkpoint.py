@@ -4,6 +4,7 @@ windows and the settings that change the run, checked on ``resume``.
     fp = fingerprint(teacher, features, cfg, tcfg)    # flat dict, stored in every *_train_state.pt
     state = load_checkpoint(path, fp)                 # CheckpointError naming what differs
     clear_run_state(out_dir)                          # a fresh run leaves no stale state to resume
+    state_digest(state)                               # ranks compare it at every checkpoint
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ def model_digest(model: torch.nn.Module) -> str:
     with torch.no_grad():
         tensors = [(k, list(v.shape), float(v.detach().double().sum())) for k, v in model.state_dict().items()]
     return _digest(config, tensors)
+
+
+def state_digest(state: dict) -> str:
+    """sha256 of every tensor's bytes and every other value, in key order: equal digests, equal states."""
+    h = hashlib.sha256()
+    for k, v in sorted(state["model"].items()) + sorted((k, v) for k, v in state.items() if k != "model"):
+        h.update(k.encode())
+        if isinstance(v, torch.Tensor):
+            h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(repr(v).encode())
+    return h.hexdigest()[:16]
 
 
 def fingerprint(model, features, cfg, tcfg) -> dict:

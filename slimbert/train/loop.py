@@ -8,10 +8,15 @@ model after collapse (api.py); without gates there is no penalty. The penalty is
 Wang et al. 2020 / CoFi, λ1·(s − t) + λ2·(s − t)², with s the expected remaining fraction of
 prunable parameters and t the scheduled target; the λs are trained by gradient ascent and λ1 takes
 both signs, so the size term also pushes back up when the gates overshoot. ``penalty="fixed"`` is
-the paper's λ_att·Σ P(head) + λ_ff·Σ P(unit). Runs on accelerate (CPU, one GPU, or ``accelerate
-launch`` for several with no code change). Checkpoints hold everything a step depends on (weights,
-optimisers, λ, the schedule's start, RNG, step), so ``resume`` continues exactly where a killed run
-stopped.
+the paper's λ_att·Σ P(head) + λ_ff·Σ P(unit). Runs on accelerate (CPU, one GPU, or ``torchrun`` /
+``accelerate launch`` for several processes with no code change). Checkpoints hold everything a step
+depends on (weights, optimisers, λ, the schedule's start, every rank's RNG, step), so ``resume``
+continues exactly where a killed run stopped.
+
+Several processes: DDP averages the gradients, so weights and gates stay equal on every rank; λ
+follows the (equal) expected size, and its scale comes from the gradient averaged over ranks. At
+each checkpoint the ranks compare a digest of weights, gates and λ (a mismatch stops the run), and
+rank 0 alone writes while the others wait.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from slimbert.config import PruneConfig, TrainConfig
-from slimbert.train.checkpoint import SUFFIX, load_checkpoint, load_weights, write_checkpoint
+from slimbert.train.checkpoint import SUFFIX, CheckpointError, load_checkpoint, load_weights, state_digest, write_checkpoint
 from slimbert.pruning.gates import deterministic_size, expected_size, gate_parameters, get_gates
 from slimbert.tasks.base import MODEL_INPUTS
 from slimbert.train.losses import hidden_mse, kl, logit_kl, qa_loss
@@ -123,16 +129,17 @@ def _penalty(student, cfg: PruneConfig, target_now: float, lambdas: torch.Tensor
     return cfg.lambda_att * heads + cfg.lambda_ff * units, size
 
 
-def _lambda_scale(student, loss: torch.Tensor) -> float:
+def _lambda_scale(student, loss: torch.Tensor, accelerator: Accelerator) -> float:
     """Mean |∂loss/∂log_alpha| over mean |∂size/∂log_alpha|: the λ at which both pull equally.
 
     Without it λ must first climb (by gradient ascent) to this scale, which on a short run is most of
-    the run, and then overshoots; with it λ starts near the balance point.
+    the run, and then overshoots; with it λ starts near the balance point. The loss gradient is
+    averaged over processes (as DDP averages the step's), so every rank gets the same scale.
     """
     params = gate_parameters(student)
     g_task = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
     g_size = torch.autograd.grad(expected_size(student), params, allow_unused=True)
-    task = torch.cat([g.abs().flatten() for g in g_task if g is not None]).mean()
+    task = accelerator.reduce(torch.cat([g.flatten() for g in g_task if g is not None]), "mean").abs().mean()
     size = torch.cat([g.abs().flatten() for g in g_size if g is not None]).mean()
     return float(task / size.clamp_min(1e-12))
 
@@ -197,30 +204,38 @@ def train(student, run: Run, total: int):
         sched.load_state_dict(state["sched"])
         if gate_opt:
             gate_opt.load_state_dict(state["gate_opt"])
+        if state.get("processes", 1) != world:  # each process's share of a step, and its RNG, depend on it
+            raise CheckpointError(f"{ckpt_path} was written by a run of {state.get('processes', 1)} processes, this one has "
+                                  f"{world}; resume with as many, or pass --overwrite to start over")
         lambdas.copy_(state["lambdas"])
         lambda_scale, start_size = state["lambda_scale"], state["start_size"]
         step, history = state["step"], state["history"]
-        _set_rng_state(state["rng"])
+        _set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])  # a dict: older, one process
         log.info("resumed %s training at step %d/%d from %s", tag, step, total, ckpt_path)
 
     def save_checkpoint():
-        if ckpt_path and accelerator.is_main_process:
-            write_checkpoint(
-                {
-                    "model": unwrapped.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "gate_opt": gate_opt.state_dict() if gate_opt else None,
-                    "lambdas": lambdas.cpu(),
-                    "lambda_scale": lambda_scale,
-                    "start_size": start_size,
-                    "step": step,
-                    "history": history,
-                    "rng": _rng_state(),
-                },
-                ckpt_path,
-                run.fingerprint,
-            )
+        if not ckpt_path:
+            return
+        state = {"model": unwrapped.state_dict(), "lambdas": lambdas.cpu(), "lambda_scale": lambda_scale,
+                 "start_size": start_size, "step": step}
+        # every rank's digest of what it trains with (they must agree) and its RNG (each resumes its own)
+        ranks = gather_object([(state_digest(state) if world > 1 else None, _rng_state())])
+        digests = [d for d, _ in ranks]
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"the {world} processes disagree on weights, gates or λ at {tag} step {step} "
+                               f"(digests {digests}); this is a bug, please report it")
+        if accelerator.is_main_process:
+            state |= {
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "gate_opt": gate_opt.state_dict() if gate_opt else None,
+                "history": history,
+                "rng": [r for _, r in ranks],
+                "processes": world,
+                "rank_digests": digests,
+            }
+            write_checkpoint(state, ckpt_path, run.fingerprint)
+        accelerator.wait_for_everyone()  # no rank runs ahead of (or exits before) the checkpoint on disk
 
     warm = max(1, int(cfg.target_warmup * total))
     pending = []  # per-step tensors, turned into floats (a host sync) once every log_every steps
@@ -237,7 +252,7 @@ def train(student, run: Run, total: int):
         if with_gates:
             target_now = start_size - (start_size - cfg.target) * min(1.0, (step + 1) / warm)
             if lambda_scale is None:
-                lambda_scale = _lambda_scale(unwrapped, loss)
+                lambda_scale = _lambda_scale(unwrapped, loss, accelerator)
             penalty, size = _penalty(unwrapped, cfg, target_now, lambdas, lambda_scale)
             loss = loss + penalty
             gap = size.detach() - target_now
@@ -269,7 +284,8 @@ def train(student, run: Run, total: int):
             history[-1]["eval"] = eval_fn(unwrapped)
             if with_gates:
                 history[-1]["size"] = deterministic_size(unwrapped)
-            tqdm.write(json.dumps({"step": step, "eval": history[-1]["eval"], "size": history[-1].get("size")}))
+            if accelerator.is_main_process:
+                tqdm.write(json.dumps({"step": step, "eval": history[-1]["eval"], "size": history[-1].get("size")}))
         if tcfg.save_every and step % tcfg.save_every == 0:
             save_checkpoint()
     bar.close()
