@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from accelerate import Accelerator
@@ -19,10 +19,11 @@ from accelerate.utils import set_seed
 from slimbert.card import model_card
 from slimbert.config import ConfigError, PruneConfig, TrainConfig
 from slimbert.io import atomic_save_pretrained
-from slimbert.models.arch import check_qa_model
+from slimbert.models.arch import check_qa_model, max_tokens
 from slimbert.pruning.collapse import collapse
 from slimbert.pruning.cost import count_parameters
 from slimbert.pruning.gates import deterministic_size
+from slimbert.pruning.latency_table import latency_table, speedups
 from slimbert.pruning.methods import find_structure
 from slimbert.pruning.methods.baselines import min_size
 from slimbert.tasks import get_task
@@ -44,9 +45,12 @@ class PruneResult:
     eval_before: dict | None = None
     eval_after: dict | None = None
     history: list = field(default_factory=list)
+    latency: dict | None = None  # measured and (--budget latency) predicted speed-up over the teacher
+    family: list = field(default_factory=list)  # a family run (family.py): its curve's rows, teacher first
+    members: dict = field(default_factory=dict, repr=False)  # a family run: target -> that member's PruneResult
 
     def summary(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k != "model"}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model", "members")}
         d["num_heads"] = self.model.config.num_heads
         d["ffn_dims"] = self.model.config.ffn_dims
         return d
@@ -88,6 +92,9 @@ def prune(
         tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
     check_tokenizer(tokenizer, model)
     check_max_length(model, tcfg.max_length)
+    if (cfg.budget == "latency" or cfg.targets) and cfg.latency_seq > max_tokens(model.config):
+        raise ConfigError(f"latency_seq {cfg.latency_seq} is longer than the model's {max_tokens(model.config)} positions; "
+                          "lower --latency-seq")
     on_gpu = torch.cuda.is_available() and not tcfg.cpu
     if on_gpu:  # TF32 for whatever stays fp32 under autocast
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -115,8 +122,14 @@ def prune(
     cache = None
     if (cfg.method == "l0" or tcfg.finetune_steps) and tcfg.cache_teacher and not cfg.distill_hidden:
         cache = teacher_logits(teacher, features, collate, 2 * tcfg.batch_size, accelerator.device)
+    # --budget latency: the size counts this device's measured encoder latency (pruning/latency_table.py)
+    table = latency_table(teacher, cfg.latency_batch, cfg.latency_seq) if cfg.budget == "latency" else None
     run = Run(teacher, features, tokenizer, collate, cfg, tcfg, accelerator, cache, eval_fn, out_dir, resume,
-              run_fingerprint)
+              run_fingerprint, cost=table)
+    if cfg.targets:  # a family of models from one gate-training run: family.py walks the same steps per member
+        from slimbert.family import prune_family  # it builds PruneResults, so it imports this module
+
+        return prune_family(teacher, task.student(model), run, eval_fn, train_data, eval_data)
 
     # 2. the method finds the structure; 3. collapse removes what it closed
     found = find_structure(task.student(model), run)
@@ -143,6 +156,7 @@ def prune(
         eval_before=eval_fn(teacher),
         eval_after=eval_fn(compact),
         history=history,
+        latency=speedups(teacher, compact, cfg.latency_batch, cfg.latency_seq, table) if table else None,
     )
     if out_dir and accelerator.is_main_process:
         summary = result.summary() | {"prune_config": asdict(cfg), "train_config": asdict(tcfg)}

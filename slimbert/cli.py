@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--train", default=None, help="SQuAD 2.0 JSON (None: the hub's)")
     sw.add_argument("--eval", default=None, help="SQuAD 2.0 JSON to score every point on (None: the hub's)")
     sw.add_argument("--targets", required=True, help="comma list of kept fractions of prunable parameters, e.g. 0.8,0.5,0.3")
-    sw.add_argument("--methods", default=None, help="comma list of l0,l0-heads,l0-ffn,l0-fisher,random,uniform,posttrain (None: all)")
+    sw.add_argument("--methods", default=None, help="comma list of l0,l0-heads,l0-ffn,l0-fisher,random,uniform,posttrain,l0-family (None: all)")
     sw.add_argument("--out", required=True, help="folder for points/, curve.csv, curve.png; rerun to finish a killed sweep")
     sw.add_argument("--seq-len", type=_count(1), default=384, help="sequence length of the latency and FLOP measurements")
     sw.add_argument("--latency-batch", type=_count(1), default=1, help="batch size of the latency measurement")

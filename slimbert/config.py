@@ -43,7 +43,16 @@ class PruneConfig:
     distill_hidden: float = opt(0.0, "weight of hidden-state MSE distillation (0: off; on, the teacher runs every step)")
     method: Literal["l0", "posttrain", "random", "uniform"] = opt(
         "l0", "l0: learned gates; posttrain: Kwon et al.'s retraining-free mask; random / uniform: baselines")
-    budget: Literal["params", "flops"] = opt("params", "posttrain: --target counts prunable parameters or encoder FLOPs")
+    budget: Literal["params", "flops", "latency"] = opt(
+        "params", "what --target counts: prunable parameters; encoder FLOPs (posttrain); or the encoder latency measured "
+        "on this device (l0 and posttrain; pruning/latency_table.py)")
+    latency_batch: int = opt(1, "batch size of the latency table (--budget latency) and of the measured speed-ups")
+    latency_seq: int = opt(384, "sequence length of the latency table (--budget latency) and of the measured speed-ups")
+    # A family from one run (family.py): the size schedule walks down through these, each member
+    # snapped, collapsed, fine-tuned and saved as it is reached; target becomes the last of them.
+    targets: tuple[float, ...] | None = opt(
+        None, "a family from one l0 run: descending kept fractions, e.g. 0.8,0.6,0.5, each saved as OUT/target-T "
+        "(replaces --target)")
 
     def __post_init__(self):
         if not (0.0 < self.target <= 1.0):
@@ -55,7 +64,15 @@ class PruneConfig:
         _choice("penalty", self.penalty, ("lagrangian", "fixed"))
         _choice("method", self.method, ("l0", "posttrain", "random", "uniform"))
         _choice("gate_init", self.gate_init, ("auto", "uniform", "fisher"))
-        _choice("budget", self.budget, ("params", "flops"))
+        _choice("budget", self.budget, ("params", "flops", "latency"))
+        if self.latency_batch < 1 or self.latency_seq < 1:
+            raise ConfigError(f"latency_batch and latency_seq must be at least 1, got {self.latency_batch}, {self.latency_seq}")
+        if self.targets is not None:
+            self.targets = parse_targets(self.targets)
+            if self.method != "l0" or self.penalty != "lagrangian":
+                raise ConfigError("targets (a family from one run) needs method='l0' with penalty='lagrangian'; "
+                                  "run other methods once per target (slimbert sweep)")
+            self.target = self.targets[-1]  # where the run ends
         if not (0.0 < self.gate_init_keep < 1.0):
             raise ConfigError(f"gate_init_keep must be in (0, 1) (initial P(gate open)), got {self.gate_init_keep}")
         if self.gate_init == "fisher" and not (self.prune_heads and self.prune_ffn):
@@ -111,6 +128,21 @@ class TrainConfig:
         if not (0.0 <= self.warmup_ratio < 1.0) or not (0.0 < self.null_window_rate <= 1.0):
             raise ConfigError("warmup_ratio must be in [0, 1) and null_window_rate in (0, 1]")
         _choice("task", self.task, ("squad", "nq"))
+
+
+def parse_targets(targets) -> tuple[float, ...]:
+    """A family's targets, from a sequence or a comma string like "0.8,0.6,0.5": strictly descending, each in (0, 1]."""
+    parts = targets.split(",") if isinstance(targets, str) else list(targets)
+    try:
+        values = tuple(float(t) for t in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"targets must be numbers separated by commas, e.g. 0.8,0.6,0.5; got {targets!r}") from None
+    if not values or any(not 0.0 < t <= 1.0 for t in values):
+        raise ConfigError(f"targets must each be in (0, 1] (fractions kept), got {','.join(map(str, values)) or 'none'}")
+    if any(a <= b for a, b in zip(values, values[1:])):
+        raise ConfigError(f"targets must be strictly descending (the run walks down through them), e.g. 0.8,0.6,0.5; "
+                          f"got {','.join(map(str, values))}")
+    return values
 
 
 def _choice(name: str, value, allowed: tuple) -> None:

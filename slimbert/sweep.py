@@ -13,6 +13,8 @@ dense teacher in the same process (interleaved, batch 1 and ``seq_len`` 384 by d
     random     a random set of heads and units at the target size (pruning/methods/baselines.py)
     uniform    every layer keeps the same number of heads and units (pruning/methods/baselines.py)
     posttrain  Kwon et al.'s retraining-free pruning (pruning/methods/posttrain.py)
+    l0-family  l0-fisher's recipe, but one run for all the targets (family.py): its members are the points,
+               each ``seconds`` the run's time up to that member (its run folder, ``family-run/``, resumes)
 
 ``target`` is always the kept fraction of all prunable (head + FFN) parameters, so the methods meet
 at the same sizes; a target a heads-only or FFN-only variant cannot reach is skipped with a warning.
@@ -27,7 +29,6 @@ the teacher). The SQuAD 2.0 task only: the columns are its scores.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -38,6 +39,8 @@ import torch
 from tqdm.auto import tqdm
 
 from slimbert.config import ConfigError, PruneConfig, TrainConfig
+from slimbert.curve import COLUMNS, plot, scores_row, write_csv
+from slimbert.family import METHOD as FAMILY
 from slimbert.io import atomic_write_json, load_model
 from slimbert.latency import compare
 from slimbert.api import prune
@@ -48,7 +51,6 @@ from slimbert.tasks.squad.evaluate import evaluate
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("method", "target", "params", "flops", "speedup", "exact", "f1", "hasans_f1", "best_f1", "seconds")
 # Each method as PruneConfig fields over the caller's base config. The variants turn block gates off
 # too: a block gate on the part they must not prune would otherwise train as if it could close it.
 METHODS = {
@@ -61,6 +63,7 @@ METHODS = {
     "random": dict(method="random"),
     "uniform": dict(method="uniform"),
     "posttrain": dict(method="posttrain"),
+    "l0-family": dict(method="l0", gate_init="fisher", prune_blocks=False),  # targets: all of the sweep's
 }
 DEFAULT_METHODS = tuple(METHODS)
 
@@ -106,55 +109,6 @@ def _finished(path: str, settings: dict) -> dict | None:
         diff = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in dict.fromkeys([*settings, *old]) if old.get(k) != settings.get(k))
         raise SweepError(f"{path} was made with other settings ({diff}); delete it to redo that point, or use another out_dir")
     return point
-
-
-def _scores(scores: dict) -> dict:
-    return {k: scores.get(src, float("nan")) for k, src in
-            (("exact", "exact"), ("f1", "f1"), ("hasans_f1", "HasAns_f1"), ("best_f1", "best_f1"))}
-
-
-def write_csv(rows: list[dict], path: str) -> None:
-    tmp = path + ".tmp"  # written whole, then renamed: a killed sweep never leaves half a curve
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-# F1 at threshold 0 alone rewards a model that abstains: HasAns F1 and best-threshold F1 get rows too.
-SCORES = (("f1", "F1 (threshold 0)"), ("hasans_f1", "HasAns F1"), ("best_f1", "best-threshold F1"))
-
-
-def plot(rows: list[dict], path: str, title: str = "") -> None:
-    """Scores (rows: F1, HasAns F1, best-threshold F1) against measured speed-up and against parameters
-    (columns); a line per method, the teacher a star."""
-    from matplotlib.figure import Figure  # not pyplot: leaves the caller's matplotlib backend alone
-
-    fig = Figure(figsize=(11, 11))
-    panels = fig.subplots(len(SCORES), 2)
-    xs = (("speedup", 1.0, "measured speed-up over the dense model"), ("params", 1e-6, "parameters (M)"))
-    methods = dict.fromkeys(r["method"] for r in rows if r["method"] != "teacher")
-    for (score, score_label), row_axes in zip(SCORES, panels):
-        for ax, (key, scale, label) in zip(row_axes, xs):
-            for method in methods:
-                line = sorted((r for r in rows if r["method"] == method), key=lambda r: r[key])
-                ax.plot([r[key] * scale for r in line], [r[score] for r in line], marker="o", label=method)
-            for r in rows:
-                if r["method"] == "teacher":
-                    ax.scatter([r[key] * scale], [r[score]], marker="*", s=150, color="black", zorder=3, label="teacher")
-            ax.set_xlabel(label)
-            ax.set_ylabel(f"SQuAD 2.0 {score_label}")
-            ax.grid(alpha=0.3)
-    panels[0][0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    root, ext = os.path.splitext(path)
-    fig.savefig(root + ".tmp" + ext, dpi=120)  # the format follows the extension; renamed whole into place
-    os.replace(root + ".tmp" + ext, path)
 
 
 def sweep(
@@ -206,8 +160,9 @@ def sweep(
 
     def score(model) -> dict:
         examples, features = load("eval")
-        return _scores(evaluate(model, tokenizer, examples, features=features, max_length=tcfg.max_length, doc_stride=tcfg.doc_stride))
+        return scores_row(evaluate(model, tokenizer, examples, features=features, max_length=tcfg.max_length, doc_stride=tcfg.doc_stride))
 
+    family = {}  # target -> (compact, size, seconds) of the l0-family run, once it has run
     plan = [("teacher", None)] + [(m, t) for m in methods for t in targets]
     rows = []
     bar = tqdm(plan, desc="sweep", unit="point")
@@ -218,6 +173,8 @@ def sweep(
             settings = {"model": model_path, "eval_data": eval_data, "seq_len": seq_len} | eval_fields
         else:
             cfg = replace(base, target=target, **METHODS[method])
+            if method == FAMILY:  # one run walks down through every target, timed as the sweep times
+                cfg = replace(cfg, targets=tuple(sorted(targets, reverse=True)), latency_batch=batch_size, latency_seq=seq_len)
             floor = min_size(teacher, cfg)
             if target < floor - 1e-9:
                 log.warning("skipping %s at target %g: it keeps at least %.3f of the prunable parameters", method, target, floor)
@@ -227,6 +184,11 @@ def sweep(
         if point is None:
             if method == "teacher":
                 point = _teacher_point(teacher, seq_len, score)
+            elif method == FAMILY:
+                if not family:  # the first unfinished member runs the family (or resumes it); the rest reuse it
+                    family.update(_run_family(teacher, tokenizer, cfg, tcfg, load("train"), out_dir))
+                compact, size, seconds = family[target]
+                point = _point(method, target, teacher, compact, size, seconds, score, device, seq_len, batch_size, repeats)
             else:
                 point = _run_point(method, teacher, tokenizer, cfg, tcfg, load("train"), score, device, seq_len, batch_size, repeats)
             point["settings"] = settings
@@ -252,12 +214,26 @@ def _run_point(method, teacher, tokenizer, cfg, tcfg, train_examples, score, dev
     # No eval data here: the sweep scores the compact model itself, on features windowed once.
     result = prune(teacher, cfg, train_examples, None, tokenizer, tcfg)
     seconds = time.perf_counter() - t0
-    compact = result.model.to(device).eval()
+    return _point(method, cfg.target, teacher, result.model, result.size, seconds, score, device, seq_len, batch_size, repeats)
+
+
+def _run_family(teacher, tokenizer, cfg, tcfg, train_examples, out_dir: str) -> dict:
+    """One family run (family.py) into ``out_dir/family-run`` (resumed when a killed sweep left one there):
+    {target: (compact, size, seconds up to that member)}."""
+    run_dir = os.path.join(out_dir, "family-run")
+    resume = os.path.isdir(run_dir)  # same settings as the points that hold them: the checkpoints' fingerprint checks
+    result = prune(teacher, cfg, train_examples, None, tokenizer, tcfg, out_dir=run_dir, resume=resume)
+    return {t: (m.model, m.size, m.family[0]["seconds"]) for t, m in result.members.items()}
+
+
+def _point(method, target, teacher, compact, size, seconds, score, device, seq_len, batch_size, repeats) -> dict:
+    """Score and time one compact model; the point's JSON (row plus the compact structure)."""
+    compact = compact.to(device).eval()
     ms = {k: v["median_ms"] for k, v in compare({"teacher": teacher, "compact": compact}, batch_size, seq_len, repeats=repeats).items()}
     report = model_report(compact, seq_len)
     row = dict(
-        method=method, target=cfg.target, params=report["params_after"], flops=report["encoder_flops_after"],
+        method=method, target=target, params=report["params_after"], flops=report["encoder_flops_after"],
         speedup=ms["teacher"] / ms["compact"],
     )
     row |= score(compact) | {"seconds": round(seconds, 2)}
-    return {"row": row, "size": result.size, "latency_ms": ms, "num_heads": compact.config.num_heads, "ffn_dims": compact.config.ffn_dims}
+    return {"row": row, "size": size, "latency_ms": ms, "num_heads": compact.config.num_heads, "ffn_dims": compact.config.ffn_dims}

@@ -44,6 +44,18 @@ CASES = [
     (PRUNE + ["--method", "uniform", "--no-prune-ffn", "--target", "0.05"], "out of reach"),
     (PRUNE + ["--task", "nq", "--method", "posttrain"], "use method='l0' for NQ"),
     (PRUNE + ["--resume", "--overwrite"], "pass only one"),
+    # prune: a family (--targets) and the latency budget
+    (PRUNE + ["--targets", "0.5,0.8"], "strictly descending"),
+    (PRUNE + ["--targets", "0.8,0.8"], "strictly descending"),
+    (PRUNE + ["--targets", "0.8,1.5"], "targets must each be in (0, 1]"),
+    (PRUNE + ["--targets", "0.8,0"], "targets must each be in (0, 1]"),
+    (PRUNE + ["--targets", "0.8,half"], "targets must be numbers"),
+    (PRUNE + ["--targets", "0.8,0.5", "--method", "posttrain"], "needs method='l0'"),
+    (PRUNE + ["--targets", "0.8,0.6,0.5", "--latency-seq", "64"], "raise --max-steps"),
+    (PRUNE + ["--targets", "0.8,0.5"], "lower --latency-seq"),
+    (PRUNE + ["--budget", "time"], "invalid choice"),
+    (PRUNE + ["--budget", "latency"], "lower --latency-seq"),
+    (PRUNE + ["--budget", "latency", "--latency-batch", "0"], "latency_batch and latency_seq must be at least 1"),
     # prune: files
     (PRUNE + ["--train", "{missing}"], "data file not found"),
     (PRUNE + ["--train", "{empty}"], "is not valid JSON"),

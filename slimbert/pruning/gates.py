@@ -145,8 +145,9 @@ def _one_or_ones(gate: HardConcreteGate | None, n: int, fn: str, like: torch.Ten
     return getattr(gate, fn)()
 
 
-def _size(model: nn.Module, fn: str) -> torch.Tensor:
-    """Remaining prunable parameters with gate statistic ``fn`` (prob_open or kept-mask)."""
+def _size(model: nn.Module, fn: str, table=None) -> torch.Tensor:
+    """Remaining prunable parameters with gate statistic ``fn`` (prob_open or kept-mask); with a
+    latency ``table`` (pruning/latency_table.py), the encoder's predicted ms at those counts instead."""
     c_head, c_unit = unit_costs(model)
     like = next(model.parameters())
     total = like.new_zeros((), dtype=torch.float32)
@@ -157,40 +158,61 @@ def _size(model: nn.Module, fn: str) -> torch.Tensor:
         units = _one_or_ones(g.units, n_units, fn, total)
         attn = _one_or_ones(g.attn_block, 1, fn, total)
         ffn = _one_or_ones(g.ffn_block, 1, fn, total)
-        total = total + attn.sum() * heads.sum() * c_head + ffn.sum() * units.sum() * c_unit
+        if table is None:
+            total = total + attn.sum() * heads.sum() * c_head + ffn.sum() * units.sum() * c_unit
+        else:  # the time at the expected counts: E[latency] where it is linear, near it elsewhere
+            total = total + table.attn_ms(attn.sum() * heads.sum()) + table.ffn_ms(ffn.sum() * units.sum())
     return total
 
 
-def expected_size(model: nn.Module) -> torch.Tensor:
-    """E[remaining prunable parameters] / unpruned count; differentiable in every log_alpha."""
-    return _size(model, "prob_open") / prunable_parameters(model)
+def _whole(model: nn.Module, table=None) -> float:
+    """The denominator of a size: the unpruned prunable parameters, or the dense encoder's predicted ms."""
+    return prunable_parameters(model) if table is None else table.dense_ms(model.config.num_hidden_layers)
+
+
+def expected_size(model: nn.Module, table=None) -> torch.Tensor:
+    """E[remaining prunable parameters] / unpruned count (with a latency ``table``: predicted encoder
+    latency / the dense encoder's); differentiable in every log_alpha."""
+    return _size(model, "prob_open", table) / _whole(model, table)
 
 
 @torch.no_grad()
-def snap_gates(model: nn.Module, target: float) -> float:
+def snap_gates(model: nn.Module, target: float, table=None) -> float:
     """Make every gate exactly 0 or 1, keeping the most-likely-open heads/units up to ``target``.
 
     A short run leaves many gates between open and closed (P(open) near 1/2, eval value near 0), where
     the eval-mode value is a poor stand-in for what training saw. Snapping ranks heads and units by
     P(open) (times their block's), keeps them greedily until the next one would pass the target, and
     sets log_alpha to ±HARD so the eval gate is exactly 1 or 0. Returns the exact size reached.
+    With a latency ``table`` the target counts predicted encoder latency: an item's cost is what it
+    adds to its layer's time at the counts kept so far, and every layer's empty blocks are paid first.
     """
     c_head, c_unit = unit_costs(model)
-    total, candidates = prunable_parameters(model), []
+    total, candidates = _whole(model, table), []
+    kept, keep = 0.0, set()
+    counts = {}  # (id(gate), kind) -> items kept so far, for the table's marginal costs
     for layer, g in zip(encoder_layers(model), get_gates(model)):
         n_heads, n_units = layer.attention.self.num_attention_heads, layer.intermediate.dense.out_features
         attn = float(g.attn_block.prob_open()) if g.attn_block is not None else 1.0
         ffn = float(g.ffn_block.prob_open()) if g.ffn_block is not None else 1.0
         heads = g.heads.prob_open().tolist() if g.heads is not None else [1.0] * n_heads
         units = g.units.prob_open().tolist() if g.units is not None else [1.0] * n_units
-        candidates += [(p * attn, c_head, g.heads, i) for i, p in enumerate(heads)]
-        candidates += [(p * ffn, c_unit, g.units, i) for i, p in enumerate(units)]
+        head_key, unit_key = (id(layer), "attn"), (id(layer), "ffn")
+        candidates += [(p * attn, c_head, g.heads, i, head_key) for i, p in enumerate(heads)]
+        candidates += [(p * ffn, c_unit, g.units, i, unit_key) for i, p in enumerate(units)]
+        if table is not None:
+            kept += table.attn_ms(0) + table.ffn_ms(0)
+            counts[head_key] = counts[unit_key] = 0
     candidates.sort(key=lambda c: -c[0])
-    kept, keep = 0, set()
-    for _, cost, gate, i in candidates:
+    for _, cost, gate, i, key in candidates:
+        if table is not None:
+            block_ms, n = (table.attn_ms if key[1] == "attn" else table.ffn_ms), counts[key]
+            cost = block_ms(n + 1) - block_ms(n)
         if kept + cost <= target * total + 1e-9 or gate is None:  # ungated units always stay
             kept += cost
             keep.add((id(gate), i))
+            if table is not None:
+                counts[key] += 1
     for g in get_gates(model):
         for gate in (g.heads, g.units):
             if gate is not None:
@@ -200,17 +222,19 @@ def snap_gates(model: nn.Module, target: float) -> float:
             if gate is not None:  # a block stays on iff anything in it stays
                 on = part is None or bool((part.log_alpha > 0).any())
                 gate.log_alpha.fill_(HARD if on else -HARD)
-    return deterministic_size(model)
+    return deterministic_size(model, table)
 
 
 HARD = 20.0  # |log_alpha| past which a gate is exactly 0 or 1 in eval mode
 
 
 @torch.no_grad()
-def deterministic_size(model: nn.Module) -> float:
+def deterministic_size(model: nn.Module, table=None) -> float:
     """Exact fraction of prunable parameters kept: what collapse would keep of a gated model (eval-mode
-    gates), or what a dense or compact model has."""
+    gates), or what a dense or compact model has. With a latency ``table``: its predicted latency fraction."""
     if get_gates(model):
-        return float(_size(model, "kept")) / prunable_parameters(model)
+        return float(_size(model, "kept", table)) / _whole(model, table)
+    if table is not None:
+        return table.fraction(layer_shapes(model))
     c_head, c_unit = unit_costs(model)
     return sum(h * c_head + f * c_unit for h, f in layer_shapes(model)) / prunable_parameters(model)

@@ -61,6 +61,7 @@ class Run:
     out_dir: str | None = None  # checkpoints go here
     resume: bool = False
     fingerprint: dict | None = None  # what made this run (train/checkpoint.py); every checkpoint carries it
+    cost: object | None = None  # budget="latency": the LatencyTable the size counts in (pruning/latency_table.py)
 
 
 class BatchPlan:
@@ -114,13 +115,33 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _penalty(student, cfg: PruneConfig, target_now: float, lambdas: torch.Tensor, scale: float):
+def milestones(total: int, targets) -> list[int]:
+    """The step at which the schedule has reached and held each of ``targets``: each target gets an
+    equal share of the ``total`` steps, and its share's last step is its milestone (``total`` for the last)."""
+    return [round(total * (i + 1) / len(targets)) for i in range(len(targets))]
+
+
+def scheduled_target(step: int, total: int, start: float, cfg: PruneConfig) -> float:
+    """The size target of step ``step`` (0-based): it falls linearly from the previous target (at first
+    the student's initial expected size) to the next over the first ``target_warmup`` of that target's
+    share of the steps, then holds it for the rest of the share (the settle period before its
+    milestone). One target: one share, the whole run."""
+    targets = cfg.targets or (cfg.target,)
+    ends = milestones(total, targets)
+    i = next(i for i, end in enumerate(ends) if step < end or i == len(ends) - 1)
+    begin = ends[i - 1] if i else 0
+    prev = targets[i - 1] if i else start
+    warm = max(1, int(cfg.target_warmup * (ends[i] - begin)))
+    return prev - (prev - targets[i]) * min(1.0, (step - begin + 1) / warm)
+
+
+def _penalty(student, cfg: PruneConfig, target_now: float, lambdas: torch.Tensor, scale: float, cost=None):
     """(penalty, expected size) for the model's loss; the λs get the opposite gradient (ascent).
 
     ``scale`` makes the λs dimensionless: λ1 = 1 means the size term pulls on log_alpha as hard as
     the task loss did at the first step (see _lambda_scale).
     """
-    size = expected_size(student)
+    size = expected_size(student, cost)
     if cfg.penalty == "lagrangian":
         gap = size - target_now
         return scale * (lambdas[0] * gap + lambdas[1] * gap**2), size
@@ -129,7 +150,7 @@ def _penalty(student, cfg: PruneConfig, target_now: float, lambdas: torch.Tensor
     return cfg.lambda_att * heads + cfg.lambda_ff * units, size
 
 
-def _lambda_scale(student, loss: torch.Tensor, accelerator: Accelerator) -> float:
+def _lambda_scale(student, loss: torch.Tensor, accelerator: Accelerator, cost=None) -> float:
     """Mean |∂loss/∂log_alpha| over mean |∂size/∂log_alpha|: the λ at which both pull equally.
 
     Without it λ must first climb (by gradient ascent) to this scale, which on a short run is most of
@@ -138,7 +159,7 @@ def _lambda_scale(student, loss: torch.Tensor, accelerator: Accelerator) -> floa
     """
     params = gate_parameters(student)
     g_task = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-    g_size = torch.autograd.grad(expected_size(student), params, allow_unused=True)
+    g_size = torch.autograd.grad(expected_size(student, cost), params, allow_unused=True)
     task = accelerator.reduce(torch.cat([g.flatten() for g in g_task if g is not None]), "mean").abs().mean()
     size = torch.cat([g.abs().flatten() for g in g_size if g is not None]).mean()
     return float(task / size.clamp_min(1e-12))
@@ -168,8 +189,12 @@ def _distill_step(student, teacher, batch, cfg: PruneConfig):
     return loss, task.detach(), kd.detach()
 
 
-def train(student, run: Run, total: int):
-    """Train ``student`` for ``total`` steps (with the L0 penalty when it has gates); returns it and its history."""
+def train(student, run: Run, total: int, on_step: Callable | None = None):
+    """Train ``student`` for ``total`` steps (with the L0 penalty when it has gates); returns it and its history.
+
+    ``on_step(step, model)`` runs after every step (family.py takes its members there); when it returns
+    True a checkpoint is written at once, so a resumed run knows that step's work is done.
+    """
     teacher, features, collate, cache = run.teacher, run.features, run.collate, run.cache
     cfg, tcfg, accelerator, eval_fn = run.cfg, run.tcfg, run.accelerator, run.eval_fn
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -195,7 +220,7 @@ def train(student, run: Run, total: int):
     tag = "gated" if with_gates else "finetune"
     ckpt_path = os.path.join(run.out_dir, f"{tag}_{SUFFIX}") if run.out_dir else None
     # The target falls linearly from the student's initial expected size, so the gap starts at 0.
-    start_size = float(expected_size(unwrapped).detach()) if with_gates else 1.0
+    start_size = float(expected_size(unwrapped, run.cost).detach()) if with_gates else 1.0
     step, history, lambda_scale = 0, [], None
     if run.resume and ckpt_path and os.path.exists(ckpt_path):
         state = load_checkpoint(ckpt_path, run.fingerprint)
@@ -237,7 +262,6 @@ def train(student, run: Run, total: int):
             write_checkpoint(state, ckpt_path, run.fingerprint)
         accelerator.wait_for_everyone()  # no rank runs ahead of (or exits before) the checkpoint on disk
 
-    warm = max(1, int(cfg.target_warmup * total))
     pending = []  # per-step tensors, turned into floats (a host sync) once every log_every steps
     bar = tqdm(total=total, initial=step, desc=f"{tag} training", disable=not accelerator.is_local_main_process)
     while step < total:
@@ -250,10 +274,10 @@ def train(student, run: Run, total: int):
         loss, task, kd = _distill_step(student, teacher, batch, cfg)
         row = {"step": step + 1, "task": task, "kd": kd}
         if with_gates:
-            target_now = start_size - (start_size - cfg.target) * min(1.0, (step + 1) / warm)
+            target_now = scheduled_target(step, total, start_size, cfg)
             if lambda_scale is None:
-                lambda_scale = _lambda_scale(unwrapped, loss, accelerator)
-            penalty, size = _penalty(unwrapped, cfg, target_now, lambdas, lambda_scale)
+                lambda_scale = _lambda_scale(unwrapped, loss, accelerator, run.cost)
+            penalty, size = _penalty(unwrapped, cfg, target_now, lambdas, lambda_scale, run.cost)
             loss = loss + penalty
             gap = size.detach() - target_now
             row.update(expected_size=size.detach(), target_now=target_now, lambda1=lambdas[0].clone(), lambda2=lambdas[1].clone())
@@ -275,18 +299,20 @@ def train(student, run: Run, total: int):
         step += 1
         bar.update(1)
         pending.append(row)
+        done_here = bool(on_step and on_step(step, unwrapped))
         evaluate_now = eval_fn and tcfg.eval_every and step % tcfg.eval_every == 0 and step < total
-        if step % tcfg.log_every == 0 or step == total or evaluate_now or (tcfg.save_every and step % tcfg.save_every == 0):
+        save_now = done_here or (tcfg.save_every and step % tcfg.save_every == 0)
+        if step % tcfg.log_every == 0 or step == total or evaluate_now or save_now:
             history += [{k: float(v) for k, v in r.items()} | {"step": r["step"]} for r in pending]
             pending = []
             bar.set_postfix({k: f"{v:.3g}" for k, v in history[-1].items() if k in ("task", "kd", "expected_size")})
         if evaluate_now:
             history[-1]["eval"] = eval_fn(unwrapped)
             if with_gates:
-                history[-1]["size"] = deterministic_size(unwrapped)
+                history[-1]["size"] = deterministic_size(unwrapped, run.cost)
             if accelerator.is_main_process:
                 tqdm.write(json.dumps({"step": step, "eval": history[-1]["eval"], "size": history[-1].get("size")}))
-        if tcfg.save_every and step % tcfg.save_every == 0:
+        if save_now:
             save_checkpoint()
     bar.close()
     save_checkpoint()

@@ -28,15 +28,16 @@ def fisher_start(cfg, task: str) -> bool:
 
 def fisher_gate_init(
     student: nn.Module, teacher: nn.Module, features, tokenizer, target: float, keep: float,
-    num_examples: int = 1024, batch_size: int = 16, seed: int = 0,
+    num_examples: int = 1024, batch_size: int = 16, seed: int = 0, budget: str = "params", table=None,
 ) -> None:
     """Start ``student``'s head and unit gates from the Fisher mask at ``target``: what
-    :func:`search_mask` keeps at P(open) = ``keep``, the rest at ``1 - keep``; block gates untouched."""
+    :func:`search_mask` keeps at P(open) = ``keep``, the rest at ``1 - keep``; block gates untouched.
+    ``budget``/``table``: what the target counts (parameters, or the latency table's milliseconds)."""
     gates = get_gates(student)
     if not gates or any(g.heads is None or g.units is None for g in gates):
         raise ValueError("fisher_gate_init needs a gate on every head and FFN unit (prune_heads and prune_ffn)")
     head_f, unit_f = fisher_importance(teacher, features, tokenizer, num_examples, batch_size, seed=seed)
-    head_mask, unit_mask = search_mask(head_f, unit_f, teacher, target)
+    head_mask, unit_mask = search_mask(head_f, unit_f, teacher, target, "latency" if table is not None else budget, table=table)
     on, off = init_log_alpha(keep), init_log_alpha(1.0 - keep)
     with torch.no_grad():
         for g, heads, units in zip(gates, head_mask, unit_mask):
@@ -44,15 +45,26 @@ def fisher_gate_init(
             g.units.log_alpha.copy_(torch.where(units.to(g.units.log_alpha.device), on, off))
 
 
-def find_structure(model: nn.Module, run: Run) -> Found:
+def gated_student(model: nn.Module, run: Run, start_target: float) -> nn.Module:
+    """A gated copy of ``model``, its gates started from the Fisher mask at ``start_target`` where that applies."""
     cfg, tcfg, device = run.cfg, run.tcfg, run.accelerator.device
     student = add_gates(copy.deepcopy(model).requires_grad_(True), cfg)
     if fisher_start(cfg, tcfg.task):
-        fisher_gate_init(student.to(device), run.teacher.to(device), run.features, run.tokenizer,
-                         cfg.target, cfg.gate_init_keep, batch_size=tcfg.batch_size, seed=tcfg.seed)
+        fisher_gate_init(student.to(device), run.teacher.to(device), run.features, run.tokenizer, start_target,
+                         cfg.gate_init_keep, batch_size=tcfg.batch_size, seed=tcfg.seed, table=run.cost)
+    return student
+
+
+def gate_steps(run: Run) -> int:
+    """Gate-training steps: ``max_steps``, or ``epochs`` over the training windows."""
+    tcfg = run.tcfg
     steps_per_epoch = max(1, len(run.features) // (tcfg.batch_size * run.accelerator.num_processes))
-    total = tcfg.max_steps or max(1, round(tcfg.epochs * steps_per_epoch))
-    student, history = train(student, run, total)
+    return tcfg.max_steps or max(1, round(tcfg.epochs * steps_per_epoch))
+
+
+def find_structure(model: nn.Module, run: Run) -> Found:
+    cfg = run.cfg
+    student, history = train(gated_student(model, run, cfg.target), run, gate_steps(run))
     if cfg.snap:  # the final safeguard: hard gates at exactly the target
-        snap_gates(student, cfg.target)
+        snap_gates(student, cfg.target, run.cost)
     return Found(student.eval(), history)

@@ -124,11 +124,14 @@ def fisher_importance(
 
 
 # ----------------------------------------------------------------------------- 2. mask search
-def search_mask(head_fisher, unit_fisher, model: nn.Module, target: float, budget: str = "params", seq_len: int = 384):
+def search_mask(head_fisher, unit_fisher, model: nn.Module, target: float, budget: str = "params", seq_len: int = 384,
+                table=None):
     """Which heads and units to keep: cost within ``target`` of the dense model's, minimal removed importance.
 
     ``budget="params"``: the cost is prunable parameters (as ``--target`` of the L0 mode);
-    ``budget="flops"``: encoder FLOPs for one sequence of ``seq_len`` tokens (report.encoder_flops).
+    ``budget="flops"``: encoder FLOPs for one sequence of ``seq_len`` tokens (report.encoder_flops);
+    ``budget="latency"``: the measured encoder latency of ``table`` (pruning/latency_table.py), as its
+    secant per-item costs plus each layer's fixed time (empty blocks), which every structure pays.
 
     Under the diagonal Fisher approximation removing a set costs ½ Σ of its importances, so we maximise
     the importance kept. Every head costs the same and every unit costs the same (in both budgets), so
@@ -141,9 +144,16 @@ def search_mask(head_fisher, unit_fisher, model: nn.Module, target: float, budge
         raise ValueError(f"target must be in (0, 1] (fraction of the budget kept), got {target}")
     head_fisher = torch.as_tensor(head_fisher, dtype=torch.float64)
     unit_fisher = torch.as_tensor(unit_fisher, dtype=torch.float64)
-    c_head, c_unit = item_costs(model, budget, seq_len)
+    fixed = 0.0
+    if budget == "latency":
+        if table is None:
+            raise ValueError("budget='latency' needs the latency table: pass table=latency_table(model)")
+        c_head, c_unit, per_layer = table.item_costs()
+        fixed = per_layer * head_fisher.shape[0]
+    else:
+        c_head, c_unit = item_costs(model, budget, seq_len)
     n_heads, n_units = head_fisher.numel(), unit_fisher.numel()
-    allowed = target * (n_heads * c_head + n_units * c_unit) + 1e-9  # the same slack as snap_gates
+    allowed = target * (n_heads * c_head + n_units * c_unit + fixed) - fixed + 1e-9  # the same slack as snap_gates
 
     head_order = head_fisher.flatten().argsort(descending=True, stable=True)
     unit_order = unit_fisher.flatten().argsort(descending=True, stable=True)
@@ -377,11 +387,11 @@ def rescale(
 
 # ----------------------------------------------------------------------------- the whole path
 def posttrain_gates(model: nn.Module, sample, tokenizer, target: float, budget: str = "params", *, batch_size: int = 16,
-                    seq_len: int = 384, rearrange: bool = True) -> nn.Module:
+                    seq_len: int = 384, rearrange: bool = True, table=None) -> nn.Module:
     """Steps 1-2 on the windows ``sample``: a gated copy of dense ``model`` whose hard gates keep the mask."""
     check_dense(model)
     fisher = fisher_importance(model, sample, tokenizer, len(sample), batch_size, blocks=rearrange)
-    head_mask, unit_mask = search_mask(fisher[0], fisher[1], model, target, budget, seq_len)
+    head_mask, unit_mask = search_mask(fisher[0], fisher[1], model, target, budget, seq_len, table)
     if rearrange:
         head_mask, unit_mask = rearrange_mask(head_mask, unit_mask, fisher[2], fisher[3])
     gated = open_gated_copy(model)
@@ -440,7 +450,7 @@ def find_structure(model: nn.Module, run) -> Found:
     tcfg = run.tcfg
     sample = _sample(run.features, 2048, tcfg.seed)
     gated = posttrain_gates(model.to(run.accelerator.device), sample, run.tokenizer, run.cfg.target, run.cfg.budget,
-                            batch_size=tcfg.batch_size, seq_len=tcfg.max_length)
+                            batch_size=tcfg.batch_size, seq_len=tcfg.max_length, table=run.cost)
     refine = partial(_rescaled, teacher=model, sample=sample, tokenizer=run.tokenizer, rescale_examples=512,
                      batch_size=tcfg.batch_size, seed=tcfg.seed)
     return Found(gated, [], refine)

@@ -1,0 +1,197 @@
+"""A latency table: what one encoder layer's attention and FFN cost on this device, per head count and
+FFN width, so ``--budget latency`` can mean "this fraction of the teacher's measured encoder latency".
+
+    table = latency_table(teacher, batch=1, seq_len=384)   # measured once, then read from the cache
+    table.attn_ms(6), table.ffn_ms(1536)                   # one layer's blocks, interpolated
+    table.fraction([(6, 1536)] * 12)                       # a structure's latency / the teacher's
+
+Every layer of a BERT/RoBERTa has the same shapes, so one layer is timed: its attention block (self-
+attention + output projection + LayerNorm) for head counts on a grid, its FFN block for widths on a
+grid, each built as a compact layer (models/compact.py) and run at ``batch`` x ``seq_len`` on the
+device. Between grid points the time is linear in the count; the measured values are made
+non-decreasing (a running maximum: timing noise must not make a larger layer cheaper) with a small
+minimum slope, so the size term always pulls. The table is cached as JSON per device and shape in
+``$SLIMBERT_CACHE`` (default ``~/.cache/slimbert``) and reused by every later run.
+
+The L0 size term (pruning/gates.py) reads it at each layer's expected head count and width; the
+post-training search (pruning/methods/posttrain.py) needs equal per-item costs and uses the secant
+slopes (:meth:`LatencyTable.item_costs`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import platform
+import warnings
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from slimbert.io import atomic_write_json
+from slimbert.latency import compare, measure
+from slimbert.models.arch import head_dim
+
+log = logging.getLogger(__name__)
+MIN_SLOPE = 0.01  # of the mean slope: a flat span would give the gates in it no pull toward the target
+
+
+@dataclass
+class LatencyTable:
+    device: str
+    shape: dict  # hidden, heads, ffn, batch, seq_len, dtype: what the times were measured for
+    head_grid: list[int]
+    attn: list[float]  # ms of one layer's attention block at each head count of head_grid
+    ffn_grid: list[int]
+    ffn: list[float]  # ms of one layer's FFN block at each width of ffn_grid
+    path: str | None = None  # the cache file it was read from or written to
+
+    def attn_ms(self, heads):
+        """One layer's attention block with ``heads`` heads (a number or a differentiable tensor)."""
+        return _interp(heads, self.head_grid, self.attn)
+
+    def ffn_ms(self, width):
+        """One layer's FFN block of width ``width`` (a number or a differentiable tensor)."""
+        return _interp(width, self.ffn_grid, self.ffn)
+
+    def encoder_ms(self, shapes) -> float:
+        """Predicted encoder time of per-layer ``(heads, ffn width)`` shapes (cost.layer_shapes)."""
+        return float(sum(self.attn_ms(h) + self.ffn_ms(f) for h, f in shapes))
+
+    def dense_ms(self, layers: int) -> float:
+        return layers * (self.attn[-1] + self.ffn[-1])
+
+    def fraction(self, shapes) -> float:
+        """A structure's predicted encoder latency over the dense encoder's."""
+        return self.encoder_ms(shapes) / self.dense_ms(len(shapes))
+
+    def item_costs(self) -> tuple[float, float, float]:
+        """(ms per head, ms per FFN unit, fixed ms per layer): the secant line of each block, for
+        searches that need equal per-item costs (posttrain's exact search)."""
+        per_head = (self.attn[-1] - self.attn[0]) / self.head_grid[-1]
+        per_unit = (self.ffn[-1] - self.ffn[0]) / self.ffn_grid[-1]
+        return per_head, per_unit, self.attn[0] + self.ffn[0]
+
+
+def _interp(x, xs: list[int], ys: list[float]):
+    """Piecewise-linear ys(x), clamped to the grid; a tensor ``x`` keeps its gradient."""
+    as_tensor = torch.is_tensor(x)
+    x_t = x if as_tensor else torch.tensor(float(x), dtype=torch.float64)
+    grid = torch.tensor(xs, dtype=x_t.dtype, device=x_t.device)
+    vals = torch.tensor(ys, dtype=x_t.dtype, device=x_t.device)
+    x_c = x_t.clamp(grid[0], grid[-1])
+    i = torch.searchsorted(grid, x_c.detach().reshape(1), right=True).clamp(1, len(xs) - 1)[0]
+    w = (x_c - grid[i - 1]) / (grid[i] - grid[i - 1])
+    y = vals[i - 1] + w * (vals[i] - vals[i - 1])
+    return y if as_tensor else float(y)
+
+
+def monotone(xs: list[int], ys: list[float]) -> list[float]:
+    """ys made non-decreasing in xs (running maximum), each step at least MIN_SLOPE of the mean slope."""
+    floor = MIN_SLOPE * max(ys[-1] - ys[0], max(ys) - min(ys), 1e-9) / max(xs[-1] - xs[0], 1)
+    out = [ys[0]]
+    for (x0, x1), y in zip(zip(xs, xs[1:]), ys[1:]):
+        out.append(max(y, out[-1] + floor * (x1 - x0)))
+    return out
+
+
+def grid(n: int, points: int) -> list[int]:
+    """0..n, every count when n + 1 <= points, else ``points`` evenly spaced counts."""
+    if n + 1 <= points:
+        return list(range(n + 1))
+    return sorted({round(i * n / (points - 1)) for i in range(points)})
+
+
+def device_name(device) -> str:
+    """Which hardware the times belong to: the GPU's name, or the CPU's model and thread count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda-{torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"cpu-{cpu}-{torch.get_num_threads()}t"
+
+
+def cache_path(device: str, shape: dict) -> str:
+    root = os.environ.get("SLIMBERT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "slimbert")
+    key = json.dumps([device, shape, torch.__version__], sort_keys=True)
+    return os.path.join(root, "latency", f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json")
+
+
+@torch.inference_mode()
+def _time_blocks(teacher, shape: dict, device, head_grid, ffn_grid, repeats: int) -> tuple[list[float], list[float]]:
+    """ms of one compact layer's attention block per head count and FFN block per width."""
+    from slimbert.models.compact import SlimBertConfig, SlimBertForQuestionAnswering
+
+    one_layer = copy.deepcopy(teacher.config)
+    one_layer.num_hidden_layers = 1
+
+    def layer(heads: int, width: int):
+        cfg = SlimBertConfig.from_base(one_layer, [heads], [width])
+        with warnings.catch_warnings():  # a Linear of width 0 warns that it has nothing to initialise
+            warnings.simplefilter("ignore", UserWarning)
+            return SlimBertForQuestionAnswering(cfg).model.encoder.layer[0].to(device, teacher.dtype).eval()
+
+    x = torch.randn(shape["batch"], shape["seq_len"], shape["hidden"], device=device, dtype=teacher.dtype)  # (B, T, d)
+    # measure() times model(**inputs); the blocks take the hidden states x, carried as "input_ids"
+    bar = tqdm(total=len(head_grid) + len(ffn_grid), desc="latency table", unit="shape")
+    attn, ffn = [], []
+    for h in head_grid:
+        block = layer(h, 0).attention
+        attn.append(measure(lambda input_ids, attention_mask: block(x), {"input_ids": x, "attention_mask": None}, repeats)["median_ms"])
+        bar.update(1)
+    for w in ffn_grid:
+        block = layer(0, w)
+        ffn.append(measure(lambda input_ids, attention_mask: block.feed_forward_chunk(x), {"input_ids": x, "attention_mask": None},
+                           repeats)["median_ms"])
+        bar.update(1)
+    bar.close()
+    return attn, ffn
+
+
+def latency_table(teacher, batch: int = 1, seq_len: int = 384, device=None, repeats: int = 10,
+                  head_points: int = 13, ffn_points: int = 9) -> LatencyTable:
+    """The table of ``teacher``'s layer shapes on ``device`` (default: the teacher's), from the cache
+    when this device and shape were measured before, else measured now and cached."""
+    device = torch.device(device or next(teacher.parameters()).device)
+    cfg = teacher.config
+    shape = dict(hidden=cfg.hidden_size, head_dim=head_dim(cfg), heads=cfg.num_attention_heads, ffn=cfg.intermediate_size,
+                 act=str(getattr(cfg, "hidden_act", "")), batch=batch, seq_len=seq_len, dtype=str(teacher.dtype))
+    name = device_name(device)
+    path = cache_path(name, shape)
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved.get("device") == name and saved.get("shape") == shape:
+            log.info("latency table from %s", path)
+            saved.pop("measured", None)  # the raw times, kept in the file for inspection
+            return LatencyTable(**(saved | {"path": path}))
+    head_grid, ffn_grid = grid(cfg.num_attention_heads, head_points), grid(cfg.intermediate_size, ffn_points)
+    attn, ffn = _time_blocks(teacher, shape, device, head_grid, ffn_grid, repeats)
+    table = LatencyTable(name, shape, head_grid, monotone(head_grid, attn), ffn_grid, monotone(ffn_grid, ffn), path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_json({k: v for k, v in asdict(table).items() if k != "path"} | {"measured": {"attn": attn, "ffn": ffn}}, path)
+    log.info("latency table measured on %s, cached in %s", name, path)
+    return table
+
+
+def speedups(teacher, compact, batch: int, seq_len: int, table: LatencyTable | None = None, repeats: int = 10) -> dict:
+    """The compact model's measured speed-up over the teacher (slimbert.latency.compare, whole models)
+    and, with a ``table``, the encoder speed-up the table predicted, side by side."""
+    from slimbert.pruning.cost import layer_shapes
+
+    ms = compare({"teacher": teacher, "compact": compact}, batch, seq_len, repeats=repeats)
+    out = {"batch": batch, "seq_len": seq_len, "teacher_ms": ms["teacher"]["median_ms"], "compact_ms": ms["compact"]["median_ms"],
+           "measured_speedup": ms["teacher"]["median_ms"] / ms["compact"]["median_ms"]}
+    if table is not None:
+        out |= {"predicted_speedup": table.encoder_ms(layer_shapes(teacher)) / table.encoder_ms(layer_shapes(compact)),
+                "predicted_fraction": table.fraction(layer_shapes(compact)), "table": table.path}
+    return out

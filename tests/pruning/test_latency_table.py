@@ -1,0 +1,106 @@
+"""The latency table (slimbert/pruning/latency_table.py): monotone interpolation, a cache reused per
+device and shape, and the L0 size term, snapping and the post-training search counting milliseconds."""
+
+import json
+
+import pytest
+import torch
+
+import slimbert
+import slimbert.pruning.latency_table as lt
+from slimbert.cli import main
+from slimbert.pruning.collapse import collapse
+from slimbert.pruning.cost import layer_shapes
+from slimbert.pruning.gates import HARD, add_gates, deterministic_size, expected_size, get_gates, snap_gates
+from slimbert.pruning.methods.posttrain import search_mask
+from tests.conftest import tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMBERT_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _table(attn=(1.0, 3.0, 2.5, 6.0, 7.0), ffn=(2.0, 2.0, 9.0, 8.0, 12.0)):
+    """A table from noisy 'measurements' (each block once cheaper at a larger size) over a tiny model's shapes."""
+    heads, widths = [0, 1, 2, 3, 4], [0, 9, 18, 28, 37]
+    return lt.LatencyTable("test", {}, heads, lt.monotone(heads, list(attn)), widths, lt.monotone(widths, list(ffn)))
+
+
+def test_interpolation_is_monotone_linear_and_differentiable():
+    table = _table()
+    for block, top in ((table.attn_ms, 4), (table.ffn_ms, 37)):
+        xs = torch.linspace(0, top, 400)
+        ys = [block(float(x)) for x in xs]
+        assert all(b > a for a, b in zip(ys, ys[1:])), "strictly increasing: noise never makes a larger block cheaper"
+    assert table.attn_ms(3) == 6.0 and table.attn_ms(1) == 3.0  # measured points where already monotone
+    assert table.attn_ms(2) > 3.0  # the dip at 2 heads is lifted
+    assert table.attn_ms(3.5) == pytest.approx(6.5)  # linear between grid points
+    assert table.attn_ms(-1) == table.attn_ms(0) and table.attn_ms(9) == table.attn_ms(4)  # clamped
+    x = torch.tensor(3.25, requires_grad=True)
+    table.attn_ms(x).backward()
+    assert x.grad == pytest.approx(1.0)
+    assert table.fraction([(4, 37)] * 3) == 1.0
+
+
+def test_the_table_is_measured_once_per_device_and_shape(monkeypatch):
+    model = tiny_model("bert")
+    first = lt.latency_table(model, batch=1, seq_len=32, repeats=2)
+    assert first.head_grid == [0, 1, 2, 3, 4] and first.ffn_grid[0] == 0 and first.ffn_grid[-1] == 37
+    assert all(b > a for a, b in zip(first.attn, first.attn[1:])) and all(b > a for a, b in zip(first.ffn, first.ffn[1:]))
+    saved = json.loads(open(first.path).read())
+    assert saved["device"] == first.device and len(saved["measured"]["attn"]) == 5
+
+    def no_timing(*a, **k):
+        raise AssertionError("the cached table must be reused, not measured again")
+
+    monkeypatch.setattr(lt, "_time_blocks", no_timing)
+    again = lt.latency_table(model, batch=1, seq_len=32)
+    assert again == first
+    with pytest.raises(AssertionError, match="reused"):  # another shape is another file
+        lt.latency_table(model, batch=2, seq_len=32)
+
+
+def test_size_term_snap_and_search_count_the_tables_milliseconds():
+    model = add_gates(tiny_model("bert"), slimbert.PruneConfig())
+    table = _table()
+    with torch.no_grad():
+        for g in get_gates(model):
+            g.heads.log_alpha.fill_(HARD)
+            g.units.log_alpha.fill_(HARD)
+    assert float(expected_size(model, table)) == pytest.approx(1.0)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for g in get_gates(model):
+            g.heads.log_alpha.copy_(torch.randn_like(g.heads.log_alpha))
+            g.units.log_alpha.copy_(torch.randn_like(g.units.log_alpha))
+    size = snap_gates(model, 0.5, table)
+    compact = collapse(model.eval())
+    assert size == pytest.approx(table.fraction(layer_shapes(compact)))  # what snapping counted is what collapse kept
+    assert 0.4 < size <= 0.5 + 1e-9
+    assert deterministic_size(compact, table) == pytest.approx(size)
+
+    dense = tiny_model("bert")
+    heads, units = search_mask(torch.rand(3, 4), torch.rand(3, 37), dense, 0.5, "latency", table=table)
+    per_head, per_unit, fixed = table.item_costs()
+    kept = heads.sum() * per_head + units.sum() * per_unit + 3 * fixed
+    assert kept <= 0.5 * table.dense_ms(3) + 1e-9
+    with pytest.raises(ValueError, match="latency table"):
+        search_mask(torch.rand(3, 4), torch.rand(3, 37), dense, 0.5, "latency")
+
+
+def test_prune_with_a_latency_budget_reports_predicted_and_measured_speedup(tmp_path, model_dir, squad_files):
+    out = tmp_path / "run"
+    args = ["prune", "--model", model_dir, "--train", squad_files[0], "--out", str(out), "--target", "0.5",
+            "--budget", "latency", "--latency-seq", "32", "--max-steps", "2", "--finetune-steps", "0", "--batch-size", "4",
+            "--max-length", "64", "--doc-stride", "24", "--max-train-examples", "8"]
+    assert main(args) == 0
+    saved = json.loads((out / "prune_result.json").read_text())
+    lat = saved["latency"]
+    assert lat["predicted_speedup"] > 1.0 and lat["measured_speedup"] > 0 and lat["seq_len"] == 32
+    assert lat["predicted_fraction"] <= 0.5 + 1e-9  # snapped at half the teacher's predicted encoder latency
+    assert saved["prune_config"]["budget"] == "latency"
