@@ -63,7 +63,12 @@ def fingerprint(model, features, cfg, tcfg) -> dict:
     n = len(ids)
     sample = [ids[i] for i in sorted({0, n // 2, n - 1})] if n else []  # a cheap data identity: count and three windows
     fp = {"model": model_digest(model), "training windows": _digest(n, sample)}
-    fp |= {f"prune.{k}": v for k, v in asdict(cfg).items()}
+    prune = asdict(cfg)
+    if prune["targets"] is None:  # fields a run without a family or latency budget never reads: absent, so
+        del prune["targets"]      # checkpoints written before they existed still resume
+        if prune["budget"] != "latency":
+            del prune["latency_batch"], prune["latency_seq"]
+    fp |= {f"prune.{k}": v for k, v in prune.items()}
     fp |= {f"train.{k}": v for k, v in asdict(tcfg).items() if k not in NOT_THE_RUN}
     return fp
 
