@@ -121,13 +121,13 @@ def scenarios(B, H, T, d, F, dtype):
             "ffn-infer": ffn(False), "ffn-train": ffn(True)}
 
 
-def capture(dtypes, only, fp32):
+def capture(dtypes, only, fp32, head_dims=HEAD_DIMS):
     """Distinct (kernel, arch-independent specialisation) launches, each with a readable case name."""
     launches = {}
-    for dname, (B, T), H, d, F in itertools.product(dtypes, itertools.product(BATCHES, SEQS), HEADS, HEAD_DIMS, WIDTHS):
+    for dname, (B, T), H, d, F in itertools.product(dtypes, itertools.product(BATCHES, SEQS), HEADS, head_dims, WIDTHS):
         for name, run in scenarios(B, H, T, d, F, DTYPES[dname]).items():
             attn = name.startswith("attn")
-            if (only and name not in only) or (attn and F != WIDTHS[0]) or (not attn and (H, d) != (HEADS[0], HEAD_DIMS[0])):
+            if (only and name not in only) or (attn and F != WIDTHS[0]) or (not attn and (H, d) != (HEADS[0], head_dims[0])):
                 continue  # attention does not depend on the FFN width, nor the FFN on heads
             sink = []
             with recording(sink), mock.patch.dict(os.environ, SLIMBERT_FP32_DOT=fp32):
@@ -235,11 +235,12 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="fp16,bf16,fp32", help="input dtypes (default: fp16,bf16,fp32)")
     ap.add_argument("--fp32", default="tf32", choices=["tf32", "ieee"], help="fp32 dot precision to check (default: tf32, the kernels' default)")
     ap.add_argument("--only", default="", help="comma list of attn-infer,attn-train,attn-varlen,ffn-infer,ffn-train (default: all)")
+    ap.add_argument("--head-dims", default=",".join(map(str, HEAD_DIMS)), help="attention head sizes (default: 32,64,80)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="compile processes (default: all cores)")
     a = ap.parse_args(argv)
     archs = [int(x) for x in a.arch.split(",")]
     only = set(filter(None, a.only.split(",")))
-    launches = capture(a.dtype.split(","), only, a.fp32)
+    launches = capture(a.dtype.split(","), only, a.fp32, tuple(int(x) for x in a.head_dims.split(",")))
     _JOBS[:] = [(launch, arch) for launch in launches for arch in archs]
     print(f"triton {triton.__version__}, torch {torch.__version__}; {len(launches)} specialisations x "
           f"{len(archs)} archs, fp32 dots: {a.fp32}", flush=True)

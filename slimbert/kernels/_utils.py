@@ -189,6 +189,6 @@ def attention_bwd_config(head_dim: int, dtype: torch.dtype) -> dict:
         return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=block_d, num_warps=4 if block_d <= 64 else 8, num_stages=3)
     if block_d <= 32:
         return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=block_d, num_warps=4, num_stages=2)
-    if block_d <= 128:
+    if block_d <= 64:
         return dict(BLOCK_M=32, BLOCK_N=64, BLOCK_D=block_d, num_warps=8, num_stages=2)
-    return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=block_d, num_warps=8, num_stages=2)
+    return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=block_d, num_warps=8, num_stages=2)  # 64-key tiles spill at d > 64
