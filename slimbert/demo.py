@@ -17,6 +17,7 @@ DEMO_DIR = Path(__file__).resolve().parent / "demo"
 TEACHER = DEMO_DIR / "teacher"
 TRAIN = DEMO_DIR / "squad2-train-slice.json"
 EVAL = DEMO_DIR / "squad2-dev-slice.json"
+EXTRA = DEMO_DIR / "squad1-extra-slice.json"  # answerable SQuAD 1.1 questions: distillation data (recipe ingredient 3)
 DEFAULT_STEPS = 100  # gate-learning steps; then FINETUNE_STEPS of distillation on the compact model
 FINETUNE_STEPS = 300
 MARKER = "demo_run.json"  # written when a demo starts in --out: only such a folder is resumed
@@ -62,6 +63,7 @@ def run_demo(out: str = "runs/demo", steps: int | None = None, overwrite: bool =
         tokenizer=tokenizer,
         train_cfg=TrainConfig(
             max_steps=steps or DEFAULT_STEPS, finetune_steps=FINETUNE_STEPS, batch_size=8, max_length=256, doc_stride=96,
+            extra_train=str(EXTRA),
         ),
         out_dir=out,
         resume=resume,
