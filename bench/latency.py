@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import os
 import platform
-import statistics
 import sys
 from pathlib import Path
 
