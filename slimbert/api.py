@@ -102,6 +102,13 @@ def prune(
     set_seed(tcfg.seed)
     if out_dir and not resume and accelerator.is_main_process:
         clear_run_state(out_dir, RESULT)  # a fresh run: nothing of an earlier one may be resumed or taken as its result
+    # --budget latency: the size counts this device's measured encoder latency (pruning/latency_table.py)
+    table = latency_table(model, cfg.latency_batch, cfg.latency_seq, accelerator.device) if cfg.budget == "latency" else None
+    if table is not None and min(cfg.targets or [cfg.target]) < table.floor(model.config.num_hidden_layers):
+        raise ConfigError(f"target {min(cfg.targets or [cfg.target])} is below what --budget latency can reach on this device: "
+                          f"with every head and FFN unit removed the layers still take "
+                          f"{table.floor(model.config.num_hidden_layers):.3f} of the teacher's measured encoder time "
+                          f"(LayerNorms, residuals, fixed overhead); raise --target or use --budget params")
 
     # 1. data: labelled training windows, and a scorer of the eval data
     features = task.training_windows(train_data, tokenizer, tcfg)
@@ -122,8 +129,6 @@ def prune(
     cache = None
     if (cfg.method == "l0" or tcfg.finetune_steps) and tcfg.cache_teacher and not cfg.distill_hidden:
         cache = teacher_logits(teacher, features, collate, 2 * tcfg.batch_size, accelerator.device)
-    # --budget latency: the size counts this device's measured encoder latency (pruning/latency_table.py)
-    table = latency_table(teacher, cfg.latency_batch, cfg.latency_seq) if cfg.budget == "latency" else None
     run = Run(teacher, features, tokenizer, collate, cfg, tcfg, accelerator, cache, eval_fn, out_dir, resume,
               run_fingerprint, cost=table)
     if cfg.targets:  # a family of models from one gate-training run: family.py walks the same steps per member

@@ -65,6 +65,10 @@ class LatencyTable:
     def dense_ms(self, layers: int) -> float:
         return layers * (self.attn[-1] + self.ffn[-1])
 
+    def floor(self, layers: int) -> float:
+        """The smallest reachable fraction: every layer with no heads and no FFN units left."""
+        return self.fraction([(0, 0)] * layers)
+
     def fraction(self, shapes) -> float:
         """A structure's predicted encoder latency over the dense encoder's."""
         return self.encoder_ms(shapes) / self.dense_ms(len(shapes))

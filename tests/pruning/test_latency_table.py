@@ -93,17 +93,37 @@ def test_size_term_snap_and_search_count_the_tables_milliseconds():
         search_mask(torch.rand(3, 4), torch.rand(3, 37), dense, 0.5, "latency")
 
 
-def test_prune_with_a_latency_budget_reports_predicted_and_measured_speedup(tmp_path, model_dir, squad_files):
-    out = tmp_path / "run"
-    args = ["prune", "--model", model_dir, "--train", squad_files[0], "--out", str(out), "--target", "0.5",
+def _linear_times(fixed: float):
+    """A stand-in for timing: each block costs ``fixed`` ms plus 1 ms per head or 0.1 ms per FFN unit,
+    so the whole-prune tests do not depend on how loaded the machine is."""
+    return lambda teacher, shape, device, head_grid, ffn_grid, repeats: (
+        [fixed + h for h in head_grid], [fixed + 0.1 * w for w in ffn_grid])
+
+
+def _prune_args(model_dir, squad_file, out, target):
+    return ["prune", "--model", model_dir, "--train", squad_file, "--out", str(out), "--target", str(target),
             "--budget", "latency", "--latency-seq", "32", "--max-steps", "2", "--finetune-steps", "0", "--batch-size", "4",
             "--max-length", "64", "--doc-stride", "24", "--max-train-examples", "8"]
-    assert main(args) == 0
+
+
+def test_prune_with_a_latency_budget_reports_predicted_and_measured_speedup(tmp_path, model_dir, squad_files, monkeypatch):
+    monkeypatch.setattr(lt, "_time_blocks", _linear_times(0.5))
+    out = tmp_path / "run"
+    assert main(_prune_args(model_dir, squad_files[0], out, 0.5)) == 0
     saved = json.loads((out / "prune_result.json").read_text())
     lat = saved["latency"]
     assert lat["predicted_speedup"] > 1.0 and lat["measured_speedup"] > 0 and lat["seq_len"] == 32
-    # Snapping keeps the gated model at <= 0.5 of the table's latency exactly (test above), but through the whole
-    # prune one CI run (of two) reported 0.522 with timings measured under load: a known, not yet explained
-    # gap (issue 14, open); until it is found this checks the report stays near the target.
-    assert lat["predicted_fraction"] <= 0.5 + 0.05
+    assert 0.4 < lat["predicted_fraction"] <= 0.5 + 1e-9  # the table's own count, as snapping kept it
+    assert lat["predicted_speedup"] == pytest.approx(1 / lat["predicted_fraction"])
     assert saved["prune_config"]["budget"] == "latency"
+
+
+def test_a_latency_target_below_the_fixed_cost_is_one_clear_error(tmp_path, model_dir, squad_files, monkeypatch, capsys):
+    # measured under load, a tiny model's LayerNorms and call overhead can be over half its layers' time
+    monkeypatch.setattr(lt, "_time_blocks", _linear_times(20.0))
+    assert main(_prune_args(model_dir, squad_files[0], tmp_path / "run", 0.5)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    err = [line for line in err.splitlines() if "error:" in line]
+    assert len(err) == 1 and "below what --budget latency can reach" in err[0] and "raise --target" in err[0]
+    assert not (tmp_path / "run" / "prune_result.json").exists()
