@@ -89,6 +89,8 @@ def test_size_term_snap_and_search_count_the_tables_milliseconds():
     per_head, per_unit, fixed = table.item_costs()
     kept = heads.sum() * per_head + units.sum() * per_unit + 3 * fixed
     assert kept <= 0.5 * table.dense_ms(3) + 1e-9
+    # and by the table's own (non-linear) interpolation at the per-layer counts, not only its secant line
+    assert 0.3 < table.fraction(list(zip(heads.sum(1).tolist(), units.sum(1).tolist()))) <= 0.5 + 1e-9
     with pytest.raises(ValueError, match="latency table"):
         search_mask(torch.rand(3, 4), torch.rand(3, 37), dense, 0.5, "latency")
 

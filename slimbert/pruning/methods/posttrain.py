@@ -131,7 +131,9 @@ def search_mask(head_fisher, unit_fisher, model: nn.Module, target: float, budge
     ``budget="params"``: the cost is prunable parameters (as ``--target`` of the L0 mode);
     ``budget="flops"``: encoder FLOPs for one sequence of ``seq_len`` tokens (report.encoder_flops);
     ``budget="latency"``: the measured encoder latency of ``table`` (pruning/latency_table.py), as its
-    secant per-item costs plus each layer's fixed time (empty blocks), which every structure pays.
+    secant per-item costs plus each layer's fixed time (empty blocks), which every structure pays; the
+    measured blocks are not linear in their counts, so the plan is then tightened until the table's own
+    interpolation at its per-layer counts is within ``target``.
 
     Under the diagonal Fisher approximation removing a set costs ½ Σ of its importances, so we maximise
     the importance kept. Every head costs the same and every unit costs the same (in both budgets), so
@@ -153,8 +155,30 @@ def search_mask(head_fisher, unit_fisher, model: nn.Module, target: float, budge
     else:
         c_head, c_unit = item_costs(model, budget, seq_len)
     n_heads, n_units = head_fisher.numel(), unit_fisher.numel()
-    allowed = target * (n_heads * c_head + n_units * c_unit + fixed) - fixed + 1e-9  # the same slack as snap_gates
+    whole = n_heads * c_head + n_units * c_unit + fixed
+    search = partial(_search, head_fisher, unit_fisher, c_head, c_unit)
+    masks = search(target * whole - fixed + 1e-9)  # the same slack as snap_gates
+    if table is None:
+        return masks
 
+    def fraction(m):  # what the table says the per-layer counts cost, not its secant line
+        return table.fraction(list(zip(m[0].sum(1).tolist(), m[1].sum(1).tolist())))
+
+    if fraction(masks) <= target + 1e-9:
+        return masks
+    # The measured blocks are not linear in their counts, so the secant plan can overrun the target:
+    # tighten the secant budget (bisection) to the largest one whose plan the table keeps within it.
+    lo, hi, best = 0.0, target, search(0.0)
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        m = search(mid * whole - fixed + 1e-9)
+        lo, hi, best = (mid, hi, m) if fraction(m) <= target + 1e-9 else (lo, mid, best)
+    return best
+
+
+def _search(head_fisher, unit_fisher, c_head: float, c_unit: float, allowed: float):
+    """The exact optimum of the diagonal problem for a budget of ``allowed`` (see search_mask)."""
+    n_heads, n_units = head_fisher.numel(), unit_fisher.numel()
     head_order = head_fisher.flatten().argsort(descending=True, stable=True)
     unit_order = unit_fisher.flatten().argsort(descending=True, stable=True)
     head_cum = torch.cat([torch.zeros(1, dtype=torch.float64), head_fisher.flatten()[head_order].cumsum(0)])  # (n_heads + 1,)
