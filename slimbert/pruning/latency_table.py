@@ -5,12 +5,12 @@ FFN width, so ``--budget latency`` can mean "this fraction of the teacher's meas
     table.attn_ms(6), table.ffn_ms(1536)                   # one layer's blocks, interpolated
     table.fraction([(6, 1536)] * 12)                       # a structure's latency / the teacher's
 
-Every layer of a BERT/RoBERTa has the same shapes, so one layer's blocks are timed: its attention block
-(self-attention + output projection + LayerNorm) for head counts on a grid, its FFN block for widths
-on a grid, each built as compact layers (models/compact.py), as many as the teacher has, run back to
-back at ``batch`` x ``seq_len`` on the device (a lone block timed by itself looks dearer than it is). Between grid points the time is linear in the count; the measured values are made
-non-decreasing (a running maximum: timing noise must not make a larger layer cheaper) with a small
-minimum slope, so the size term always pulls. The table is cached as JSON per device and shape in
+Every layer of a BERT/RoBERTa has the same shapes, so one layer is timed: its attention block (self-
+attention + output projection + LayerNorm) for head counts on a grid, its FFN block for widths on a
+grid, each built as a compact layer (models/compact.py) and run at ``batch`` x ``seq_len`` on the
+device. Between grid points the time is linear in the count; the measured values are made
+non-decreasing (isotonic least squares: timing noise must not make a larger layer cheaper) with a
+small minimum slope, so the size term always pulls. The table is cached as JSON per device and shape in
 ``$SLIMBERT_CACHE`` (default ``~/.cache/slimbert``) and reused by every later run.
 
 The L0 size term (pruning/gates.py) reads it at each layer's expected head count and width; the
@@ -20,6 +20,7 @@ slopes (:meth:`LatencyTable.item_costs`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -36,7 +37,7 @@ from slimbert.latency import compare, measure
 from slimbert.models.arch import head_dim
 
 log = logging.getLogger(__name__)
-TIMING = 2  # how blocks are timed (2: stacked to the teacher's depth); part of the cache key, so a change re-measures
+TIMING = 3  # how tables are made (3: lone blocks, fitted isotonically); part of the cache key, so a change re-measures
 MIN_SLOPE = 0.01  # of the mean slope: a flat span would give the gates in it no pull toward the target
 
 
@@ -95,10 +96,19 @@ def _interp(x, xs: list[int], ys: list[float]):
 
 
 def monotone(xs: list[int], ys: list[float]) -> list[float]:
-    """ys made non-decreasing in xs (running maximum), each step at least MIN_SLOPE of the mean slope."""
-    floor = MIN_SLOPE * max(ys[-1] - ys[0], max(ys) - min(ys), 1e-9) / max(xs[-1] - xs[0], 1)
-    out = [ys[0]]
-    for (x0, x1), y in zip(zip(xs, xs[1:]), ys[1:]):
+    """ys made non-decreasing in xs by isotonic least squares (adjacent violators pooled to their mean:
+    one slow outlier is averaged with its neighbours, not carried to every larger size as a running
+    maximum would), then each step at least MIN_SLOPE of the mean slope."""
+    blocks = []  # [mean, count] of pooled runs
+    for y in ys:
+        blocks.append([y, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m1, n1), (m2, n2) = blocks.pop(-2), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    fitted = [m for m, n in blocks for _ in range(n)]
+    floor = MIN_SLOPE * max(fitted[-1] - fitted[0], max(ys) - min(ys), 1e-9) / max(xs[-1] - xs[0], 1)
+    out = [fitted[0]]
+    for (x0, x1), y in zip(zip(xs, xs[1:]), fitted[1:]):
         out.append(max(y, out[-1] + floor * (x1 - x0)))
     return out
 
@@ -132,34 +142,30 @@ def cache_path(device: str, shape: dict) -> str:
 
 @torch.inference_mode()
 def _time_blocks(teacher, shape: dict, device, head_grid, ffn_grid, repeats: int) -> tuple[list[float], list[float]]:
-    """ms of one layer's attention block per head count and FFN block per width: each timed as a stack
-    of the teacher's depth of such blocks (distinct weights) run back to back, divided by the depth. A
-    lone small block timed by itself pays thread wake-up and cold caches that it does not pay inside
-    a model, which made small layers look far dearer than they are (measured: 3.3x predicted, 4.0x
-    measured at 0.3 of the teacher's latency)."""
+    """ms of one compact layer's attention block per head count and FFN block per width."""
     from slimbert.models.compact import SlimBertConfig, SlimBertForQuestionAnswering
 
-    depth = teacher.config.num_hidden_layers
+    one_layer = copy.deepcopy(teacher.config)
+    one_layer.num_hidden_layers = 1
 
-    def layers(heads: int, width: int):
-        cfg = SlimBertConfig.from_base(teacher.config, [heads] * depth, [width] * depth)
+    def layer(heads: int, width: int):
+        cfg = SlimBertConfig.from_base(one_layer, [heads], [width])
         with warnings.catch_warnings():  # a Linear of width 0 warns that it has nothing to initialise
             warnings.simplefilter("ignore", UserWarning)
-            return SlimBertForQuestionAnswering(cfg).model.encoder.layer.to(device, teacher.dtype).eval()
+            return SlimBertForQuestionAnswering(cfg).model.encoder.layer[0].to(device, teacher.dtype).eval()
 
     x = torch.randn(shape["batch"], shape["seq_len"], shape["hidden"], device=device, dtype=teacher.dtype)  # (B, T, d)
-
-    def per_layer(blocks) -> float:  # measure() times model(**inputs); the blocks take x, carried as "input_ids"
-        run = lambda input_ids, attention_mask: [block(x) for block in blocks]  # noqa: E731
-        return measure(run, {"input_ids": x, "attention_mask": None}, repeats)["median_ms"] / depth
-
+    # measure() times model(**inputs); the blocks take the hidden states x, carried as "input_ids"
     bar = tqdm(total=len(head_grid) + len(ffn_grid), desc="latency table", unit="shape")
     attn, ffn = [], []
     for h in head_grid:
-        attn.append(per_layer([layer.attention for layer in layers(h, 0)]))
+        block = layer(h, 0).attention
+        attn.append(measure(lambda input_ids, attention_mask: block(x), {"input_ids": x, "attention_mask": None}, repeats)["median_ms"])
         bar.update(1)
     for w in ffn_grid:
-        ffn.append(per_layer([layer.feed_forward_chunk for layer in layers(0, w)]))
+        block = layer(0, w)
+        ffn.append(measure(lambda input_ids, attention_mask: block.feed_forward_chunk(x), {"input_ids": x, "attention_mask": None},
+                           repeats)["median_ms"])
         bar.update(1)
     bar.close()
     return attn, ffn
