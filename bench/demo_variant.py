@@ -18,7 +18,6 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 import slimbert.demo as demo
 from slimbert.api import prune
-from slimbert.config import PruneConfig, TrainConfig
 
 OUT = Path(__file__).resolve().parent / "results" / "demo-variants.jsonl"
 
@@ -29,10 +28,9 @@ def main(name: str, overrides: str) -> dict:
     torch.manual_seed(0)
     teacher = AutoModelForQuestionAnswering.from_pretrained(demo.TEACHER, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(demo.TEACHER)
-    tcfg = TrainConfig(max_steps=demo.DEFAULT_STEPS, finetune_steps=demo.FINETUNE_STEPS, batch_size=8, max_length=256,
-                       doc_stride=96, extra_train=str(demo.EXTRA))  # as run_demo
+    cfg, tcfg = demo.configs()
     t0 = time.perf_counter()
-    r = prune(teacher, PruneConfig(target=0.5, **prune_kw), train_data=str(demo.TRAIN), eval_data=str(demo.EVAL),
+    r = prune(teacher, replace(cfg, **prune_kw), train_data=str(demo.TRAIN), eval_data=str(demo.EVAL),
               tokenizer=tokenizer, train_cfg=replace(tcfg, **kw))
     b, a = r.eval_before, r.eval_after
     line = {"name": name, "overrides": overrides, "minutes": round((time.perf_counter() - t0) / 60, 2), "size": r.size}

@@ -102,13 +102,14 @@ def prune(
     set_seed(tcfg.seed)
     if out_dir and not resume and accelerator.is_main_process:
         clear_run_state(out_dir, RESULT)  # a fresh run: nothing of an earlier one may be resumed or taken as its result
-    # --budget latency: the size counts this device's measured encoder latency (pruning/latency_table.py)
+    # --budget latency: the size counts this device's measured latency (pruning/latency_table.py)
     table = latency_table(model, cfg.latency_batch, cfg.latency_seq, accelerator.device) if cfg.budget == "latency" else None
-    if table is not None and min(cfg.targets or [cfg.target]) < table.floor(model.config.num_hidden_layers):
-        raise ConfigError(f"target {min(cfg.targets or [cfg.target])} is below what --budget latency can reach on this device: "
-                          f"with every head and FFN unit removed the layers still take "
-                          f"{table.floor(model.config.num_hidden_layers):.3f} of the teacher's measured encoder time "
-                          f"(LayerNorms, residuals, fixed overhead); raise --target or use --budget params")
+    lowest = min(cfg.targets or [cfg.target])
+    if table is not None and lowest < table.floor(model.config.num_hidden_layers):
+        raise ConfigError(f"target {lowest} is below what --budget latency can reach on this device: with every head and "
+                          f"FFN unit removed the model still takes {table.floor(model.config.num_hidden_layers):.3f} of the "
+                          f"teacher's measured time (embeddings, LayerNorms, residuals, fixed overhead); raise --target or "
+                          f"use --budget params")
 
     # 1. data: labelled training windows, and a scorer of the eval data
     features = task.training_windows(train_data, tokenizer, tcfg)

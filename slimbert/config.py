@@ -38,13 +38,16 @@ class PruneConfig:
         None, "end with hard 0/1 gates at exactly the target, ranked by P(open); default: on for the Lagrangian, off "
         "for fixed penalties (they land where their penalties put the gates)")
     target_warmup: float = opt(0.3, "fraction of the gate steps over which the target falls linearly to --target")
+    fisher_examples: int = opt(
+        0, "training windows the Fisher importance is estimated on (posttrain and the L0 warm start; 0: 2048 for "
+        "posttrain as Kwon et al., 1024 for the warm start)")
     distill_alpha: float = opt(0.9, "weight of distillation against the task loss, in [0, 1]")
     distill_temperature: float = opt(2.0, "softmax temperature of the distillation KL")
     distill_hidden: float = opt(0.0, "weight of hidden-state MSE distillation (0: off; on, the teacher runs every step)")
     method: Literal["l0", "posttrain", "random", "uniform"] = opt(
         "l0", "l0: learned gates; posttrain: Kwon et al.'s retraining-free mask; random / uniform: baselines")
     budget: Literal["params", "flops", "latency"] = opt(
-        "params", "what --target counts: prunable parameters; encoder FLOPs (posttrain); or the encoder latency measured "
+        "params", "what --target counts: prunable parameters; encoder FLOPs (posttrain); or the latency measured "
         "on this device (l0 and posttrain; pruning/latency_table.py)")
     latency_batch: int = opt(1, "batch size of the latency table (--budget latency) and of the measured speed-ups")
     latency_seq: int = opt(384, "sequence length of the latency table (--budget latency) and of the measured speed-ups")
@@ -65,6 +68,8 @@ class PruneConfig:
         _choice("method", self.method, ("l0", "posttrain", "random", "uniform"))
         _choice("gate_init", self.gate_init, ("auto", "uniform", "fisher"))
         _choice("budget", self.budget, ("params", "flops", "latency"))
+        if self.fisher_examples < 0:
+            raise ConfigError(f"fisher_examples must be >= 0 (0: the method's default), got {self.fisher_examples}")
         if self.latency_batch < 1 or self.latency_seq < 1:
             raise ConfigError(f"latency_batch and latency_seq must be at least 1, got {self.latency_batch}, {self.latency_seq}")
         if self.targets is not None:

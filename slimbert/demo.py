@@ -37,11 +37,20 @@ def _resume(out: str, overwrite: bool) -> bool:
     return True  # the checkpoints' fingerprint checks that it is this demo's run
 
 
+def configs(steps: int | None = None):
+    """The demo's (PruneConfig, TrainConfig): the default recipe (README, "Default recipe") shortened to
+    fit a few CPU minutes. bench/demo_variant.py varies these."""
+    from slimbert.config import PruneConfig, TrainConfig
+
+    return PruneConfig(target=0.5), TrainConfig(
+        max_steps=steps or DEFAULT_STEPS, finetune_steps=FINETUNE_STEPS, batch_size=8, max_length=256, doc_stride=96,
+        extra_train=str(EXTRA))
+
+
 def run_demo(out: str = "runs/demo", steps: int | None = None, overwrite: bool = False) -> dict:
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     from slimbert.api import prune
-    from slimbert.config import PruneConfig, TrainConfig
     from slimbert.io import atomic_write_json
     from slimbert.latency import compare
 
@@ -53,21 +62,10 @@ def run_demo(out: str = "runs/demo", steps: int | None = None, overwrite: bool =
     torch.manual_seed(0)
     teacher = AutoModelForQuestionAnswering.from_pretrained(TEACHER, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(TEACHER)
+    cfg, train_cfg = configs(steps)
     t0 = time.perf_counter()
-    result = prune(
-        teacher,
-        # the default recipe (README, "Default recipe"), shortened to fit a few CPU minutes
-        PruneConfig(target=0.5),
-        train_data=str(TRAIN),
-        eval_data=str(EVAL),
-        tokenizer=tokenizer,
-        train_cfg=TrainConfig(
-            max_steps=steps or DEFAULT_STEPS, finetune_steps=FINETUNE_STEPS, batch_size=8, max_length=256, doc_stride=96,
-            extra_train=str(EXTRA),
-        ),
-        out_dir=out,
-        resume=resume,
-    )
+    result = prune(teacher, cfg, train_data=str(TRAIN), eval_data=str(EVAL), tokenizer=tokenizer, train_cfg=train_cfg,
+                   out_dir=out, resume=resume)
     minutes = (time.perf_counter() - t0) / 60
     lat = {k: v["median_ms"] for k, v in compare({"dense": teacher, "pruned": result.model}, batch=1, seq_len=384, repeats=9).items()}
     b, a = result.eval_before, result.eval_after

@@ -147,10 +147,10 @@ def _one_or_ones(gate: HardConcreteGate | None, n: int, fn: str, like: torch.Ten
 
 def _size(model: nn.Module, fn: str, table=None) -> torch.Tensor:
     """Remaining prunable parameters with gate statistic ``fn`` (prob_open or kept-mask); with a
-    latency ``table`` (pruning/latency_table.py), the encoder's predicted ms at those counts instead."""
+    latency ``table`` (pruning/latency_table.py), the model's predicted ms at those counts instead."""
     c_head, c_unit = unit_costs(model)
     like = next(model.parameters())
-    total = like.new_zeros((), dtype=torch.float32)
+    total = like.new_full((), table.outside_ms if table is not None else 0.0, dtype=torch.float32)
     for layer, g in zip(encoder_layers(model), get_gates(model)):
         n_heads = layer.attention.self.num_attention_heads
         n_units = layer.intermediate.dense.out_features
@@ -166,13 +166,13 @@ def _size(model: nn.Module, fn: str, table=None) -> torch.Tensor:
 
 
 def _whole(model: nn.Module, table=None) -> float:
-    """The denominator of a size: the unpruned prunable parameters, or the dense encoder's predicted ms."""
+    """The denominator of a size: the unpruned prunable parameters, or the dense model's predicted ms."""
     return prunable_parameters(model) if table is None else table.dense_ms(model.config.num_hidden_layers)
 
 
 def expected_size(model: nn.Module, table=None) -> torch.Tensor:
-    """E[remaining prunable parameters] / unpruned count (with a latency ``table``: predicted encoder
-    latency / the dense encoder's); differentiable in every log_alpha."""
+    """E[remaining prunable parameters] / unpruned count (with a latency ``table``: predicted
+    latency / the dense model's); differentiable in every log_alpha."""
     return _size(model, "prob_open", table) / _whole(model, table)
 
 
@@ -184,12 +184,12 @@ def snap_gates(model: nn.Module, target: float, table=None) -> float:
     the eval-mode value is a poor stand-in for what training saw. Snapping ranks heads and units by
     P(open) (times their block's), keeps them greedily until the next one would pass the target, and
     sets log_alpha to ±HARD so the eval gate is exactly 1 or 0. Returns the exact size reached.
-    With a latency ``table`` the target counts predicted encoder latency: an item's cost is what it
-    adds to its layer's time at the counts kept so far, and every layer's empty blocks are paid first.
+    With a latency ``table`` the target counts predicted latency: an item's cost is what it adds to
+    its layer's time at the counts kept so far, and the fixed time (empty blocks, outside) is paid first.
     """
     c_head, c_unit = unit_costs(model)
     total, candidates = _whole(model, table), []
-    kept, keep = 0.0, set()
+    kept, keep = (table.outside_ms if table is not None else 0.0), set()
     counts = {}  # (id(gate), kind) -> items kept so far, for the table's marginal costs
     for layer, g in zip(encoder_layers(model), get_gates(model)):
         n_heads, n_units = layer.attention.self.num_attention_heads, layer.intermediate.dense.out_features

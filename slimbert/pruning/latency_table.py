@@ -1,5 +1,5 @@
 """A latency table: what one encoder layer's attention and FFN cost on this device, per head count and
-FFN width, so ``--budget latency`` can mean "this fraction of the teacher's measured encoder latency".
+FFN width, so ``--budget latency`` can mean "this fraction of the teacher's measured latency".
 
     table = latency_table(teacher, batch=1, seq_len=384)   # measured once, then read from the cache
     table.attn_ms(6), table.ffn_ms(1536)                   # one layer's blocks, interpolated
@@ -10,8 +10,11 @@ attention + output projection + LayerNorm) for head counts on a grid, its FFN bl
 grid, each built as a compact layer (models/compact.py) and run at ``batch`` x ``seq_len`` on the
 device. Between grid points the time is linear in the count; the measured values are made
 non-decreasing (isotonic least squares: timing noise must not make a larger layer cheaper) with a
-small minimum slope, so the size term always pulls. The table is cached as JSON per device and shape in
-``$SLIMBERT_CACHE`` (default ``~/.cache/slimbert``) and reused by every later run.
+small minimum slope, so the size term always pulls. Lone blocks are not a whole model: the teacher and
+four uniformly pruned random models are then timed end to end, and a least-squares line through them
+gives the time outside the blocks (embeddings, QA head, call overhead), so a fraction is of the whole
+model's measured latency, which is what the speed-up counts. The table is cached as JSON per device and
+shape in ``$SLIMBERT_CACHE`` (default ``~/.cache/slimbert``) and reused by every later run.
 
 The L0 size term (pruning/gates.py) reads it at each layer's expected head count and width; the
 post-training search (pruning/methods/posttrain.py) needs equal per-item costs and uses the secant
@@ -35,9 +38,11 @@ from tqdm.auto import tqdm
 from slimbert.io import atomic_write_json
 from slimbert.latency import compare, measure
 from slimbert.models.arch import head_dim
+from slimbert.pruning.cost import layer_shapes
 
 log = logging.getLogger(__name__)
-TIMING = 3  # how tables are made (3: lone blocks, fitted isotonically); part of the cache key, so a change re-measures
+TIMING = 4  # how tables are made (4: lone blocks fitted isotonically, calibrated on whole models); part of the
+# cache key, so a change re-measures
 MIN_SLOPE = 0.01  # of the mean slope: a flat span would give the gates in it no pull toward the target
 
 
@@ -49,6 +54,10 @@ class LatencyTable:
     attn: list[float]  # ms of one layer's attention block at each head count of head_grid
     ffn_grid: list[int]
     ffn: list[float]  # ms of one layer's FFN block at each width of ffn_grid
+    # The whole model's time outside the layers' blocks (embeddings, QA head, call overhead), in the
+    # blocks' units: calibrated against whole models timed end to end (calibrate), so that fractions
+    # are of the teacher's measured latency, which is what a user's budget and the speed-up count.
+    outside_ms: float = 0.0
     path: str | None = None  # the cache file it was read from or written to
 
     def attn_ms(self, heads):
@@ -59,27 +68,29 @@ class LatencyTable:
         """One layer's FFN block of width ``width`` (a number or a differentiable tensor)."""
         return _interp(width, self.ffn_grid, self.ffn)
 
-    def encoder_ms(self, shapes) -> float:
-        """Predicted encoder time of per-layer ``(heads, ffn width)`` shapes (cost.layer_shapes)."""
-        return float(sum(self.attn_ms(h) + self.ffn_ms(f) for h, f in shapes))
+    def model_ms(self, shapes) -> float:
+        """Predicted time of a model whose layers have ``(heads, ffn width)`` shapes (cost.layer_shapes)."""
+        return float(sum(self.attn_ms(h) + self.ffn_ms(f) for h, f in shapes)) + self.outside_ms
 
     def dense_ms(self, layers: int) -> float:
-        return layers * (self.attn[-1] + self.ffn[-1])
+        """Predicted time of the unpruned model."""
+        return layers * (self.attn[-1] + self.ffn[-1]) + self.outside_ms
 
     def floor(self, layers: int) -> float:
         """The smallest reachable fraction: every layer with no heads and no FFN units left."""
         return self.fraction([(0, 0)] * layers)
 
     def fraction(self, shapes) -> float:
-        """A structure's predicted encoder latency over the dense encoder's."""
-        return self.encoder_ms(shapes) / self.dense_ms(len(shapes))
+        """A structure's predicted latency over the unpruned model's."""
+        return self.model_ms(shapes) / self.dense_ms(len(shapes))
 
-    def item_costs(self) -> tuple[float, float, float]:
-        """(ms per head, ms per FFN unit, fixed ms per layer): the secant line of each block, for
-        searches that need equal per-item costs (posttrain's exact search)."""
+    def item_costs(self, layers: int) -> tuple[float, float, float]:
+        """(ms per head, ms per FFN unit, fixed ms of a ``layers``-layer model: its empty blocks and the
+        outside time): the secant line of each block, for searches that need equal per-item costs
+        (posttrain's exact search)."""
         per_head = (self.attn[-1] - self.attn[0]) / self.head_grid[-1]
         per_unit = (self.ffn[-1] - self.ffn[0]) / self.ffn_grid[-1]
-        return per_head, per_unit, self.attn[0] + self.ffn[0]
+        return per_head, per_unit, layers * (self.attn[0] + self.ffn[0]) + self.outside_ms
 
 
 def _interp(x, xs: list[int], ys: list[float]):
@@ -171,13 +182,56 @@ def _time_blocks(teacher, shape: dict, device, head_grid, ffn_grid, repeats: int
     return attn, ffn
 
 
+def shaped_model(teacher, shapes):
+    """A compact model of ``teacher``'s family with per-layer ``(heads, ffn width)`` shapes and random
+    weights, on its device and dtype: what a pruned model costs, without pruning one."""
+    from slimbert.models.compact import SlimBertConfig, SlimBertForQuestionAnswering
+
+    cfg = SlimBertConfig.from_base(teacher.config, [h for h, _ in shapes], [f for _, f in shapes])
+    with warnings.catch_warnings():  # a Linear of width 0 warns that it has nothing to initialise
+        warnings.simplefilter("ignore", UserWarning)
+        model = SlimBertForQuestionAnswering(cfg)
+    return model.to(next(teacher.parameters()).device, teacher.dtype).eval()
+
+
+def calibration_shapes(config) -> dict[str, list[tuple[int, int]]]:
+    """The whole models the table is calibrated on: every layer at 0, 1/4, 1/2 and 3/4 of the heads and width."""
+    L, H, F = config.num_hidden_layers, config.num_attention_heads, config.intermediate_size
+    return {f"uniform-{q}": [(round(q * H), round(q * F))] * L for q in (0.0, 0.25, 0.5, 0.75)}
+
+
+def _time_models(teacher, shapes: dict, batch: int, seq_len: int, repeats: int) -> dict[str, float]:
+    """Median ms of the teacher and of a random compact model of each of ``shapes``, end to end, interleaved."""
+    models = {"teacher": teacher} | {name: shaped_model(teacher, s) for name, s in shapes.items()}
+    return {n: v["median_ms"] for n, v in compare(models, batch, seq_len, repeats=repeats, rounds=repeats).items()}
+
+
+def calibrate(table: LatencyTable, teacher, times: dict[str, float]) -> dict:
+    """Fit measured whole-model ms ≈ scale * (blocks' ms + outside) by least squares over the teacher and
+    the calibration models (``times``, from _time_models), and set ``table.outside_ms``. Lone blocks
+    miss the embeddings, the QA head and the per-call overhead, and time a little differently alone than
+    in a model: the outside time takes the first, the common scale (which fractions do not see) the second."""
+    shapes = calibration_shapes(teacher.config) | {"teacher": layer_shapes(teacher)}
+    table.outside_ms = 0.0
+    blocks = {n: table.model_ms(shapes[n]) for n in times}
+    n = len(times)
+    mean_b, mean_t = sum(blocks.values()) / n, sum(times.values()) / n
+    var = sum((blocks[k] - mean_b) ** 2 for k in times)
+    scale = sum((blocks[k] - mean_b) * (times[k] - mean_t) for k in times) / var
+    if scale <= 0:  # timing noise beyond any use: keep the blocks alone, and say so
+        warnings.warn("latency table: whole-model times did not grow with the blocks' times; not calibrated")
+        return {"measured_ms": times, "scale": None}
+    table.outside_ms = max((mean_t - scale * mean_b) / scale, -table.model_ms([(0, 0)] * teacher.config.num_hidden_layers))
+    return {"measured_ms": times, "predicted_ms": {k: scale * table.model_ms(shapes[k]) for k in times}, "scale": scale}
+
+
 def latency_table(teacher, batch: int = 1, seq_len: int = 384, device=None, repeats: int = 10,
                   head_points: int = 13, ffn_points: int = 9) -> LatencyTable:
     """The table of ``teacher``'s layer shapes on ``device`` (default: the teacher's), from the cache
     when this device and shape were measured before, else measured now and cached."""
     device = torch.device(device or next(teacher.parameters()).device)
     cfg = teacher.config
-    shape = dict(hidden=cfg.hidden_size, head_dim=head_dim(cfg), heads=cfg.num_attention_heads, ffn=cfg.intermediate_size,
+    shape = dict(layers=cfg.num_hidden_layers, hidden=cfg.hidden_size, head_dim=head_dim(cfg), heads=cfg.num_attention_heads, ffn=cfg.intermediate_size,
                  act=str(getattr(cfg, "hidden_act", "")), batch=batch, seq_len=seq_len, dtype=str(teacher.dtype))
     name = device_name(device)
     path = cache_path(name, shape)
@@ -186,26 +240,28 @@ def latency_table(teacher, batch: int = 1, seq_len: int = 384, device=None, repe
             saved = json.load(f)
         if saved.get("device") == name and saved.get("shape") == shape:
             log.info("latency table from %s", path)
-            saved.pop("measured", None)  # the raw times, kept in the file for inspection
+            for raw in ("measured", "calibration"):  # the raw times, kept in the file for inspection
+                saved.pop(raw, None)
             return LatencyTable(**(saved | {"path": path}))
     head_grid, ffn_grid = grid(cfg.num_attention_heads, head_points), grid(cfg.intermediate_size, ffn_points)
     attn, ffn = _time_blocks(teacher, shape, device, head_grid, ffn_grid, repeats)
-    table = LatencyTable(name, shape, head_grid, monotone(head_grid, attn), ffn_grid, monotone(ffn_grid, ffn), path)
+    table = LatencyTable(name, shape, head_grid, monotone(head_grid, attn), ffn_grid, monotone(ffn_grid, ffn), path=path)
+    times = _time_models(teacher.eval(), calibration_shapes(cfg), batch, seq_len, max(2 * repeats, 10))
+    calibration = calibrate(table, teacher, times)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write_json({k: v for k, v in asdict(table).items() if k != "path"} | {"measured": {"attn": attn, "ffn": ffn}}, path)
+    raw = {"measured": {"attn": attn, "ffn": ffn}, "calibration": calibration}
+    atomic_write_json({k: v for k, v in asdict(table).items() if k != "path"} | raw, path)
     log.info("latency table measured on %s, cached in %s", name, path)
     return table
 
 
 def speedups(teacher, compact, batch: int, seq_len: int, table: LatencyTable | None = None, repeats: int = 10) -> dict:
     """The compact model's measured speed-up over the teacher (slimbert.latency.compare, whole models)
-    and, with a ``table``, the encoder speed-up the table predicted, side by side."""
-    from slimbert.pruning.cost import layer_shapes
-
+    and, with a ``table``, the speed-up the table predicted, side by side."""
     ms = compare({"teacher": teacher, "compact": compact}, batch, seq_len, repeats=repeats)
     out = {"batch": batch, "seq_len": seq_len, "teacher_ms": ms["teacher"]["median_ms"], "compact_ms": ms["compact"]["median_ms"],
            "measured_speedup": ms["teacher"]["median_ms"] / ms["compact"]["median_ms"]}
     if table is not None:
-        out |= {"predicted_speedup": table.encoder_ms(layer_shapes(teacher)) / table.encoder_ms(layer_shapes(compact)),
+        out |= {"predicted_speedup": 1 / table.fraction(layer_shapes(compact)),
                 "predicted_fraction": table.fraction(layer_shapes(compact)), "table": table.path}
     return out

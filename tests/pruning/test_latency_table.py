@@ -60,6 +60,7 @@ def test_the_table_is_measured_once_per_device_and_shape(monkeypatch):
         raise AssertionError("the cached table must be reused, not measured again")
 
     monkeypatch.setattr(lt, "_time_blocks", no_timing)
+    monkeypatch.setattr(lt, "_time_models", no_timing)
     again = lt.latency_table(model, batch=1, seq_len=32)
     assert again == first
     with pytest.raises(AssertionError, match="reused"):  # another shape is another file
@@ -87,8 +88,8 @@ def test_size_term_snap_and_search_count_the_tables_milliseconds():
 
     dense = tiny_model("bert")
     heads, units = search_mask(torch.rand(3, 4), torch.rand(3, 37), dense, 0.5, "latency", table=table)
-    per_head, per_unit, fixed = table.item_costs()
-    kept = heads.sum() * per_head + units.sum() * per_unit + 3 * fixed
+    per_head, per_unit, fixed = table.item_costs(3)
+    kept = heads.sum() * per_head + units.sum() * per_unit + fixed
     assert kept <= 0.5 * table.dense_ms(3) + 1e-9
     # and by the table's own (non-linear) interpolation at the per-layer counts, not only its secant line
     assert 0.3 < table.fraction(list(zip(heads.sum(1).tolist(), units.sum(1).tolist()))) <= 0.5 + 1e-9
@@ -96,11 +97,56 @@ def test_size_term_snap_and_search_count_the_tables_milliseconds():
         search_mask(torch.rand(3, 4), torch.rand(3, 37), dense, 0.5, "latency")
 
 
-def _linear_times(fixed: float):
-    """A stand-in for timing: each block costs ``fixed`` ms plus 1 ms per head or 0.1 ms per FFN unit,
-    so the whole-prune tests do not depend on how loaded the machine is."""
-    return lambda teacher, shape, device, head_grid, ffn_grid, repeats: (
-        [fixed + h for h in head_grid], [fixed + 0.1 * w for w in ffn_grid])
+def test_calibration_recovers_the_time_outside_the_blocks():
+    # whole models that take 1.3 x (their blocks + 4 ms): the fit finds the 4 ms, the scale drops out
+    model = tiny_model("bert")
+    table = _table()
+    shapes = lt.calibration_shapes(model.config) | {"teacher": layer_shapes(model)}
+    times = {name: 1.3 * (table.model_ms(s) + 4.0) for name, s in shapes.items()}
+    record = lt.calibrate(table, model, times)
+    assert table.outside_ms == pytest.approx(4.0) and record["scale"] == pytest.approx(1.3)
+    half = [(2, 18)] * 3
+    assert table.fraction(half) == pytest.approx((3 * (table.attn_ms(2) + table.ffn_ms(18)) + 4.0) / (3 * (7.0 + 12.0) + 4.0))
+    assert table.floor(3) == pytest.approx((3 * (1.0 + 2.0) + 4.0) / (3 * 19.0 + 4.0))
+    # and every consumer counts it: the secant costs' fixed part, the gates' size term
+    assert table.item_costs(3)[2] == pytest.approx(3 * 3.0 + 4.0)
+    gated = add_gates(tiny_model("bert"), slimbert.PruneConfig())
+    with torch.no_grad():
+        for g in get_gates(gated):
+            g.heads.log_alpha.fill_(-HARD)
+            g.units.log_alpha.fill_(-HARD)
+    assert deterministic_size(gated, table) == pytest.approx(table.floor(3))
+
+
+def test_a_table_is_calibrated_on_whole_models_when_measured(monkeypatch):
+    _linear_times(monkeypatch, 0.5)  # whole models: their blocks + 1 ms
+    seen = {}
+    time_models = lt._time_models
+    monkeypatch.setattr(lt, "_time_models", lambda teacher, shapes, *a: seen.update(shapes) or time_models(teacher, shapes, *a))
+    table = lt.latency_table(tiny_model("bert"), batch=1, seq_len=32)
+    assert set(seen) == {"uniform-0.0", "uniform-0.25", "uniform-0.5", "uniform-0.75"}
+    assert table.outside_ms == pytest.approx(1.0)
+    saved = json.loads(open(table.path).read())
+    assert saved["calibration"]["scale"] == pytest.approx(1.0) and "teacher" in saved["calibration"]["measured_ms"]
+
+
+def test_a_shaped_model_has_the_shapes_asked_for():
+    model = tiny_model("roberta")
+    compact = lt.shaped_model(model, [(0, 5), (4, 0), (2, 37)])
+    assert layer_shapes(compact) == [(0, 5), (4, 0), (2, 37)] and compact.config.base_model_type == "roberta"
+    assert not compact.training
+
+
+def _linear_times(monkeypatch, fixed: float):
+    """A stand-in for timing: each block costs ``fixed`` ms plus 1 ms per head or 0.1 ms per FFN unit, and
+    a whole model its blocks plus 1 ms, so the whole-prune tests do not depend on the machine's load."""
+    def whole(teacher, shapes, batch, seq_len, repeats):
+        shapes = shapes | {"teacher": layer_shapes(teacher)}
+        return {name: sum(2 * fixed + h + 0.1 * f for h, f in s) + 1.0 for name, s in shapes.items()}
+
+    monkeypatch.setattr(lt, "_time_blocks", lambda teacher, shape, device, head_grid, ffn_grid, repeats: (
+        [fixed + h for h in head_grid], [fixed + 0.1 * w for w in ffn_grid]))
+    monkeypatch.setattr(lt, "_time_models", whole)
 
 
 def _prune_args(model_dir, squad_file, out, target):
@@ -110,7 +156,7 @@ def _prune_args(model_dir, squad_file, out, target):
 
 
 def test_prune_with_a_latency_budget_reports_predicted_and_measured_speedup(tmp_path, model_dir, squad_files, monkeypatch):
-    monkeypatch.setattr(lt, "_time_blocks", _linear_times(0.5))
+    _linear_times(monkeypatch, 0.5)
     out = tmp_path / "run"
     assert main(_prune_args(model_dir, squad_files[0], out, 0.5)) == 0
     saved = json.loads((out / "prune_result.json").read_text())
@@ -123,7 +169,7 @@ def test_prune_with_a_latency_budget_reports_predicted_and_measured_speedup(tmp_
 
 def test_a_latency_target_below_the_fixed_cost_is_one_clear_error(tmp_path, model_dir, squad_files, monkeypatch, capsys):
     # measured under load, a tiny model's LayerNorms and call overhead can be over half its layers' time
-    monkeypatch.setattr(lt, "_time_blocks", _linear_times(20.0))
+    _linear_times(monkeypatch, 20.0)
     assert main(_prune_args(model_dir, squad_files[0], tmp_path / "run", 0.5)) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -51,7 +51,7 @@ def gated_student(model: nn.Module, run: Run, start_target: float) -> nn.Module:
     student = add_gates(copy.deepcopy(model).requires_grad_(True), cfg)
     if fisher_start(cfg, tcfg.task):
         fisher_gate_init(student.to(device), run.teacher.to(device), run.features, run.tokenizer, start_target,
-                         cfg.gate_init_keep, batch_size=tcfg.batch_size, seed=tcfg.seed, table=run.cost)
+                         cfg.gate_init_keep, cfg.fisher_examples or 1024, tcfg.batch_size, tcfg.seed, table=run.cost)
     return student
 
 

@@ -130,8 +130,8 @@ def search_mask(head_fisher, unit_fisher, model: nn.Module, target: float, budge
 
     ``budget="params"``: the cost is prunable parameters (as ``--target`` of the L0 mode);
     ``budget="flops"``: encoder FLOPs for one sequence of ``seq_len`` tokens (report.encoder_flops);
-    ``budget="latency"``: the measured encoder latency of ``table`` (pruning/latency_table.py), as its
-    secant per-item costs plus each layer's fixed time (empty blocks), which every structure pays; the
+    ``budget="latency"``: the measured latency of ``table`` (pruning/latency_table.py), as its
+    secant per-item costs plus the fixed time (empty blocks, embeddings, head), which every structure pays; the
     measured blocks are not linear in their counts, so the plan is then tightened until the table's own
     interpolation at its per-layer counts is within ``target``.
 
@@ -150,8 +150,7 @@ def search_mask(head_fisher, unit_fisher, model: nn.Module, target: float, budge
     if budget == "latency":
         if table is None:
             raise ValueError("budget='latency' needs the latency table: pass table=latency_table(model)")
-        c_head, c_unit, per_layer = table.item_costs()
-        fixed = per_layer * head_fisher.shape[0]
+        c_head, c_unit, fixed = table.item_costs(head_fisher.shape[0])
     else:
         c_head, c_unit = item_costs(model, budget, seq_len)
     n_heads, n_units = head_fisher.numel(), unit_fisher.numel()
@@ -472,7 +471,7 @@ def posttrain_prune(
 def find_structure(model: nn.Module, run) -> Found:
     """The method interface (pruning/methods/__init__.py): mask now, rescaling after collapse."""
     tcfg = run.tcfg
-    sample = _sample(run.features, 2048, tcfg.seed)
+    sample = _sample(run.features, run.cfg.fisher_examples or 2048, tcfg.seed)
     gated = posttrain_gates(model.to(run.accelerator.device), sample, run.tokenizer, run.cfg.target, run.cfg.budget,
                             batch_size=tcfg.batch_size, seq_len=tcfg.max_length, table=run.cost)
     refine = partial(_rescaled, teacher=model, sample=sample, tokenizer=run.tokenizer, rescale_examples=512,
