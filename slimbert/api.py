@@ -162,7 +162,7 @@ def prune(
         eval_before=eval_fn(teacher),
         eval_after=eval_fn(compact),
         history=history,
-        latency=speedups(teacher, compact, cfg.latency_batch, cfg.latency_seq, table) if table else None,
+        latency=speedups(teacher, compact, cfg.latency_batch, cfg.latency_seq, table, found.latency_tries) if table else None,
     )
     if out_dir and accelerator.is_main_process:
         summary = result.summary() | {"prune_config": asdict(cfg), "train_config": asdict(tcfg)}

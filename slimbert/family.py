@@ -40,9 +40,9 @@ from slimbert.curve import plot, scores_row, write_csv
 from slimbert.io import atomic_save_pretrained, atomic_write_json
 from slimbert.pruning.collapse import collapse
 from slimbert.pruning.cost import count_parameters, model_report
-from slimbert.pruning.gates import deterministic_size, snap_gates
+from slimbert.pruning.gates import deterministic_size
 from slimbert.pruning.latency_table import speedups
-from slimbert.pruning.methods.l0 import gate_steps, gated_student
+from slimbert.pruning.methods.l0 import gate_steps, gated_student, snap
 from slimbert.train.checkpoint import CheckpointError
 from slimbert.train.loop import Run, _rng_state, _set_rng_state, milestones, train
 
@@ -54,12 +54,12 @@ def member_dir(out_dir: str, target: float) -> str:
     return os.path.join(out_dir, f"target-{target:g}")
 
 
-def snap_member(gated, target: float, table=None):
-    """A copy of ``gated`` snapped at exactly ``target`` and collapsed: (compact model, kept fraction
-    of prunable parameters). ``gated`` itself is left as it is."""
+def snap_member(gated, target: float, table=None, teacher=None):
+    """A copy of ``gated`` snapped at exactly ``target`` (l0.snap) and collapsed: (compact model, kept
+    fraction of prunable parameters, latency tries). ``gated`` itself is left as it is."""
     snapped = copy.deepcopy(gated).eval()
-    snap_gates(snapped, target, table)
-    return collapse(snapped), deterministic_size(snapped)
+    tries = snap(snapped, target, table, teacher)
+    return collapse(snapped), deterministic_size(snapped), tries
 
 
 def prune_family(teacher, student, run: Run, eval_fn, train_data=None, eval_data=None):
@@ -83,14 +83,14 @@ def prune_family(teacher, student, run: Run, eval_fn, train_data=None, eval_data
     members = {}
 
     def make_member(target: float, gated) -> PruneResult:
-        compact, size = snap_member(gated, target, run.cost)
+        compact, size, tries = snap_member(gated, target, run.cost, teacher)
         history = []
         if tcfg.finetune_steps:  # on the copy, without checkpoints (see the module docstring)
             compact, history = train(compact, replace(run, out_dir=None, resume=False), tcfg.finetune_steps)
         compact.eval()
         member = PruneResult(model=compact, size=size, params_before=count_parameters(teacher),
                              params_after=count_parameters(compact), eval_before=eval_before, eval_after=eval_fn(compact),
-                             history=history, latency=speedups(teacher, compact, cfg.latency_batch, cfg.latency_seq, run.cost))
+                             history=history, latency=speedups(teacher, compact, cfg.latency_batch, cfg.latency_seq, run.cost, tries))
         report = model_report(compact, cfg.latency_seq)
         row = dict(method=METHOD, target=target, params=report["params_after"], flops=report["encoder_flops_after"],
                    speedup=member.latency["measured_speedup"]) | scores_row(member.eval_after)

@@ -57,9 +57,9 @@ def test_each_member_is_an_exact_snap_of_the_run_at_its_milestone(tmp_path, toke
     seen = {}
     real = family_mod.snap_member
 
-    def spy(gated, target, table=None):
+    def spy(gated, target, table=None, teacher=None):
         seen[target] = copy.deepcopy(gated.state_dict())
-        return real(gated, target, table)
+        return real(gated, target, table, teacher)
 
     monkeypatch.setattr(family_mod, "snap_member", spy)
     result = _family(tmp_path, tokenizer, *squad_files)

@@ -165,6 +165,19 @@ def _size(model: nn.Module, fn: str, table=None) -> torch.Tensor:
     return total
 
 
+@torch.no_grad()
+def kept_shapes(model: nn.Module) -> list[tuple[int, int]]:
+    """(heads, FFN units) that collapse would keep in every layer of a gated model (eval-mode gates)."""
+    like = next(model.parameters())
+    shapes = []
+    for layer, g in zip(encoder_layers(model), get_gates(model)):
+        n_heads, n_units = layer.attention.self.num_attention_heads, layer.intermediate.dense.out_features
+        heads = _one_or_ones(g.heads, n_heads, "kept", like).sum() * _one_or_ones(g.attn_block, 1, "kept", like).sum()
+        units = _one_or_ones(g.units, n_units, "kept", like).sum() * _one_or_ones(g.ffn_block, 1, "kept", like).sum()
+        shapes.append((int(heads), int(units)))
+    return shapes
+
+
 def _whole(model: nn.Module, table=None) -> float:
     """The denominator of a size: the unpruned prunable parameters, or the dense model's predicted ms."""
     return prunable_parameters(model) if table is None else table.dense_ms(model.config.num_hidden_layers)

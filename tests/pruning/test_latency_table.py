@@ -137,6 +137,33 @@ def test_a_shaped_model_has_the_shapes_asked_for():
     assert not compact.training
 
 
+def _slow_small_models(monkeypatch, table, power=0.8):
+    """Whole models that take (table fraction) ** power of the teacher's time: small ones slower than the
+    table says, as irregular shapes measured on the CPU (bench/results/latency-table-check-cpu.json)."""
+    def whole(teacher, shapes, batch, seq_len, repeats):
+        return {"teacher": 100.0} | {n: 100.0 * table.fraction(s) ** power for n, s in shapes.items()}
+
+    monkeypatch.setattr(lt, "_time_models", whole)
+
+
+def test_on_target_corrects_the_table_by_the_clock(monkeypatch):
+    table = _table()
+    table.shape = {"batch": 1, "seq_len": 32}
+    _slow_small_models(monkeypatch, table)
+    fisher = torch.rand(3, 4), torch.rand(3, 37)
+    dense = tiny_model("bert")
+
+    def plan(t):
+        heads, units = search_mask(*fisher, dense, t, "latency", table=table)
+        return (heads, units), list(zip(heads.sum(1).tolist(), units.sum(1).tolist()))
+
+    (heads, units), tries = lt.on_target(plan, 0.5, dense, table, tolerance=0.03)
+    first, last = tries[0]["measured_fraction"], tries[-1]["measured_fraction"]
+    assert first > 0.53  # the table alone overshoots: small models are slower than it says
+    assert abs(last / 0.5 - 1) <= 0.03 and len(tries) > 1 and tries[-1]["table_target"] < 0.5
+    assert table.fraction(list(zip(heads.sum(1).tolist(), units.sum(1).tolist()))) ** 0.8 == pytest.approx(last)
+
+
 def _linear_times(monkeypatch, fixed: float):
     """A stand-in for timing: each block costs ``fixed`` ms plus 1 ms per head or 0.1 ms per FFN unit, and
     a whole model its blocks plus 1 ms, so the whole-prune tests do not depend on the machine's load."""
@@ -176,3 +203,23 @@ def test_a_latency_target_below_the_fixed_cost_is_one_clear_error(tmp_path, mode
     err = [line for line in err.splitlines() if "error:" in line]
     assert len(err) == 1 and "below what --budget latency can reach" in err[0] and "raise --target" in err[0]
     assert not (tmp_path / "run" / "prune_result.json").exists()
+
+
+@pytest.mark.parametrize("method", ["l0", "posttrain"])
+def test_a_latency_budget_lands_on_the_measured_target(tmp_path, model_dir, squad_files, monkeypatch, method):
+    # whole models whose time grows as (their blocks' time) ** 0.7: small ones slower than a line predicts
+    _linear_times(monkeypatch, 0.5)
+    blocks = lt._time_models
+
+    def whole(teacher, shapes, *a):
+        return {n: 100.0 * (ms / 100.0) ** 0.7 for n, ms in blocks(teacher, shapes, *a).items()}
+
+    monkeypatch.setattr(lt, "_time_models", whole)
+    out = tmp_path / method
+    assert main(_prune_args(model_dir, squad_files[0], out, 0.5) + ["--method", method]) == 0
+    saved = json.loads((out / "prune_result.json").read_text())
+    tries = saved["latency"]["tries"]
+    assert len(tries) > 1 and tries[0]["table_target"] == 0.5
+    best = min(tries, key=lambda t: abs(t["measured_fraction"] - 0.5))
+    assert abs(best["measured_fraction"] / 0.5 - 1) <= 0.03
+    assert [list(s) for s in zip(saved["num_heads"], saved["ffn_dims"])] == [list(s) for s in best["shapes"]]  # the model kept

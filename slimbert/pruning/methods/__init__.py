@@ -21,6 +21,7 @@ class Found:
     gated: nn.Module  # gated copy of the model: exact zeros are what collapse removes
     history: list = field(default_factory=list)  # per-step training rows (l0)
     refine: Callable | None = None  # compact model -> compact model, after collapse
+    latency_tries: list = field(default_factory=list)  # --budget latency: table targets tried and fractions measured
 
 
 def find_structure(model: nn.Module, run) -> Found:

@@ -13,7 +13,8 @@ import copy
 import torch
 from torch import nn
 
-from slimbert.pruning.gates import add_gates, get_gates, init_log_alpha, snap_gates
+from slimbert.pruning.gates import add_gates, gate_parameters, get_gates, init_log_alpha, kept_shapes, snap_gates
+from slimbert.pruning.latency_table import on_target
 from slimbert.pruning.methods import Found
 from slimbert.pruning.methods.posttrain import fisher_importance, search_mask
 from slimbert.train.loop import Run, train
@@ -62,9 +63,30 @@ def gate_steps(run: Run) -> int:
     return tcfg.max_steps or max(1, round(tcfg.epochs * steps_per_epoch))
 
 
+def snap(gated: nn.Module, target: float, table=None, teacher=None) -> list:
+    """Hard gates at exactly ``target`` (snap_gates); with a latency ``table``, at the table's fraction
+    whose measured latency against ``teacher`` is on the target (latency_table.on_target). Returns its tries."""
+    if table is None:
+        snap_gates(gated, target)
+        return []
+    start = [p.detach().clone() for p in gate_parameters(gated)]
+
+    def plan(t: float):
+        with torch.no_grad():
+            for p, p0 in zip(gate_parameters(gated), start):
+                p.copy_(p0)
+        snap_gates(gated, t, table)
+        return [p.detach().clone() for p in gate_parameters(gated)], kept_shapes(gated)
+
+    best, tries = on_target(plan, target, teacher, table)
+    with torch.no_grad():
+        for p, b in zip(gate_parameters(gated), best):
+            p.copy_(b)
+    return tries
+
+
 def find_structure(model: nn.Module, run: Run) -> Found:
     cfg = run.cfg
     student, history = train(gated_student(model, run, cfg.target), run, gate_steps(run))
-    if cfg.snap:  # the final safeguard: hard gates at exactly the target
-        snap_gates(student, cfg.target, run.cost)
-    return Found(student.eval(), history)
+    tries = snap(student, cfg.target, run.cost, run.teacher) if cfg.snap else []  # the final safeguard: exactly the target
+    return Found(student.eval(), history, latency_tries=tries)

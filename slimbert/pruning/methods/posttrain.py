@@ -31,6 +31,7 @@ from slimbert.models.compact import SlimBertForQuestionAnswering
 from slimbert.pruning.collapse import collapse
 from slimbert.pruning.cost import item_costs
 from slimbert.pruning.gates import get_gates
+from slimbert.pruning.latency_table import on_target
 from slimbert.pruning.masks import apply_mask, check_dense, open_gated_copy
 from slimbert.pruning.methods import Found
 from slimbert.tasks.base import MODEL_INPUTS, Collator, batches
@@ -410,16 +411,23 @@ def rescale(
 
 # ----------------------------------------------------------------------------- the whole path
 def posttrain_gates(model: nn.Module, sample, tokenizer, target: float, budget: str = "params", *, batch_size: int = 16,
-                    seq_len: int = 384, rearrange: bool = True, table=None) -> nn.Module:
-    """Steps 1-2 on the windows ``sample``: a gated copy of dense ``model`` whose hard gates keep the mask."""
+                    seq_len: int = 384, rearrange: bool = True, table=None) -> tuple[nn.Module, list]:
+    """Steps 1-2 on the windows ``sample``: a gated copy of dense ``model`` whose hard gates keep the mask,
+    and, with a latency ``table``, the tries that brought its measured latency to the target
+    (latency_table.on_target; else [])."""
     check_dense(model)
     fisher = fisher_importance(model, sample, tokenizer, len(sample), batch_size, blocks=rearrange)
-    head_mask, unit_mask = search_mask(fisher[0], fisher[1], model, target, budget, seq_len, table)
-    if rearrange:
-        head_mask, unit_mask = rearrange_mask(head_mask, unit_mask, fisher[2], fisher[3])
+
+    def plan(t: float):
+        head_mask, unit_mask = search_mask(fisher[0], fisher[1], model, t, budget, seq_len, table)
+        if rearrange:  # keeps every layer's counts, so the shapes (and so the latency) stay
+            head_mask, unit_mask = rearrange_mask(head_mask, unit_mask, fisher[2], fisher[3])
+        return (head_mask, unit_mask), list(zip(head_mask.sum(1).tolist(), unit_mask.sum(1).tolist()))
+
+    (head_mask, unit_mask), tries = on_target(plan, target, model, table) if table is not None else (plan(target)[0], [])
     gated = open_gated_copy(model)
     apply_mask(gated, head_mask, unit_mask)
-    return gated
+    return gated, tries
 
 
 def _rescaled(compact, teacher, sample, tokenizer, rescale_examples: int, batch_size: int, seed: int):
@@ -462,7 +470,8 @@ def posttrain_prune(
         features = training_features(train_examples, tokenizer, max_length, doc_stride)
     sample = _sample(features, num_examples, seed)
     teacher = model.eval()
-    gated = posttrain_gates(teacher, sample, tokenizer, target, budget, batch_size=batch_size, seq_len=seq_len or max_length, rearrange=rearrange)
+    gated, _ = posttrain_gates(teacher, sample, tokenizer, target, budget, batch_size=batch_size, seq_len=seq_len or max_length,
+                               rearrange=rearrange)
     compact = collapse(gated)
     log.info("posttrain: heads %s, FFN widths %s", compact.config.num_heads, compact.config.ffn_dims)
     return _rescaled(compact, teacher, sample, tokenizer, rescale_examples, batch_size, seed)
@@ -472,8 +481,8 @@ def find_structure(model: nn.Module, run) -> Found:
     """The method interface (pruning/methods/__init__.py): mask now, rescaling after collapse."""
     tcfg = run.tcfg
     sample = _sample(run.features, run.cfg.fisher_examples or 2048, tcfg.seed)
-    gated = posttrain_gates(model.to(run.accelerator.device), sample, run.tokenizer, run.cfg.target, run.cfg.budget,
-                            batch_size=tcfg.batch_size, seq_len=tcfg.max_length, table=run.cost)
+    gated, tries = posttrain_gates(model.to(run.accelerator.device), sample, run.tokenizer, run.cfg.target, run.cfg.budget,
+                                   batch_size=tcfg.batch_size, seq_len=tcfg.max_length, table=run.cost)
     refine = partial(_rescaled, teacher=model, sample=sample, tokenizer=run.tokenizer, rescale_examples=512,
                      batch_size=tcfg.batch_size, seed=tcfg.seed)
-    return Found(gated, [], refine)
+    return Found(gated, [], refine, tries)
