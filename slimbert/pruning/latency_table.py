@@ -18,7 +18,8 @@ shape in ``$SLIMBERT_CACHE`` (default ``~/.cache/slimbert``) and reused by every
 
 The L0 size term (pruning/gates.py) reads it at each layer's expected head count and width; the
 post-training search (pruning/methods/posttrain.py) needs equal per-item costs and uses the secant
-slopes (:meth:`LatencyTable.item_costs`).
+slopes (:meth:`LatencyTable.item_costs`). What a method finally keeps goes through :func:`on_target`:
+timed as a whole model against the teacher, the table's target corrected until the clock agrees.
 """
 
 from __future__ import annotations
