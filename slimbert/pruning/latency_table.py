@@ -284,11 +284,11 @@ def on_target(plan, target: float, teacher, table: LatencyTable, tolerance: floa
 
 
 def speedups(teacher, compact, batch: int, seq_len: int, table: LatencyTable | None = None, tries: list | None = None,
-             repeats: int = 10) -> dict:
+             repeats: int = 30) -> dict:
     """The compact model's measured speed-up over the teacher (slimbert.latency.compare, whole models)
     and, with a ``table``, the speed-up the table predicted and the ``tries`` of on_target, side by side.
     A fresh measurement: on_target's own timings chose the structure, so they would flatter it."""
-    ms = compare({"teacher": teacher, "compact": compact}, batch, seq_len, repeats=repeats)
+    ms = compare({"teacher": teacher, "compact": compact}, batch, seq_len, repeats=repeats, rounds=repeats)  # as on_target
     out = {"batch": batch, "seq_len": seq_len, "teacher_ms": ms["teacher"]["median_ms"], "compact_ms": ms["compact"]["median_ms"],
            "measured_speedup": ms["teacher"]["median_ms"] / ms["compact"]["median_ms"]}
     if table is not None:
