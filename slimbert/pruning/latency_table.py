@@ -229,11 +229,13 @@ def calibrate(table: LatencyTable, teacher, times: dict[str, float]) -> dict:
 def latency_table(teacher, batch: int = 1, seq_len: int = 384, device=None, repeats: int = 10,
                   head_points: int = 13, ffn_points: int = 9) -> LatencyTable:
     """The table of ``teacher``'s layer shapes on ``device`` (default: the teacher's), from the cache
-    when this device and shape were measured before, else measured now and cached."""
+    when this device and shape were measured before, else measured now (``teacher`` moved there to be
+    timed whole) and cached."""
     device = torch.device(device or next(teacher.parameters()).device)
     cfg = teacher.config
-    shape = dict(layers=cfg.num_hidden_layers, hidden=cfg.hidden_size, head_dim=head_dim(cfg), heads=cfg.num_attention_heads, ffn=cfg.intermediate_size,
-                 act=str(getattr(cfg, "hidden_act", "")), batch=batch, seq_len=seq_len, dtype=str(teacher.dtype))
+    shape = dict(layers=cfg.num_hidden_layers, hidden=cfg.hidden_size, head_dim=head_dim(cfg), heads=cfg.num_attention_heads,
+                 ffn=cfg.intermediate_size, act=str(getattr(cfg, "hidden_act", "")), batch=batch, seq_len=seq_len,
+                 dtype=str(teacher.dtype))
     name = device_name(device)
     path = cache_path(name, shape)
     if os.path.exists(path):
@@ -247,7 +249,7 @@ def latency_table(teacher, batch: int = 1, seq_len: int = 384, device=None, repe
     head_grid, ffn_grid = grid(cfg.num_attention_heads, head_points), grid(cfg.intermediate_size, ffn_points)
     attn, ffn = _time_blocks(teacher, shape, device, head_grid, ffn_grid, repeats)
     table = LatencyTable(name, shape, head_grid, monotone(head_grid, attn), ffn_grid, monotone(ffn_grid, ffn), path=path)
-    times = _time_models(teacher.eval(), calibration_shapes(cfg), batch, seq_len, max(2 * repeats, 10))
+    times = _time_models(teacher.to(device).eval(), calibration_shapes(cfg), batch, seq_len, max(2 * repeats, 10))
     calibration = calibrate(table, teacher, times)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     raw = {"measured": {"attn": attn, "ffn": ffn}, "calibration": calibration}
