@@ -104,12 +104,11 @@ def prune(
         clear_run_state(out_dir, RESULT)  # a fresh run: nothing of an earlier one may be resumed or taken as its result
     # --budget latency: the size counts this device's measured latency (pruning/latency_table.py)
     table = latency_table(model, cfg.latency_batch, cfg.latency_seq, accelerator.device) if cfg.budget == "latency" else None
-    lowest = min(cfg.targets or [cfg.target])
-    if table is not None and lowest < table.floor(model.config.num_hidden_layers):
+    lowest, floor = min(cfg.targets or [cfg.target]), table.floor(model.config.num_hidden_layers) if table else 0.0
+    if lowest < floor:
         raise ConfigError(f"target {lowest} is below what --budget latency can reach on this device: with every head and "
-                          f"FFN unit removed the model still takes {table.floor(model.config.num_hidden_layers):.3f} of the "
-                          f"teacher's measured time (embeddings, LayerNorms, residuals, fixed overhead); raise --target or "
-                          f"use --budget params")
+                          f"FFN unit removed the model still takes {floor:.3f} of the teacher's measured time (embeddings, "
+                          f"LayerNorms, residuals, fixed overhead); raise --target or use --budget params")
 
     # 1. data: labelled training windows, and a scorer of the eval data
     features = task.training_windows(train_data, tokenizer, tcfg)
