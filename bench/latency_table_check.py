@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         cases[Path(path).stem] = list(zip(d["num_heads"], d["ffn_dims"]))
     rows = []
     for name, shapes in cases.items():
-        ms = compare({"teacher": teacher, "compact": shaped_model(teacher, shapes)}, args.batch, args.seq,
+        ms = compare({"teacher": teacher, "compact": shaped_model(teacher.config, shapes)}, args.batch, args.seq,
                      repeats=args.repeats, rounds=args.repeats // 3)
         measured = ms["teacher"]["median_ms"] / ms["compact"]["median_ms"]
         outside, table.outside_ms = table.outside_ms, 0.0

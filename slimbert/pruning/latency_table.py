@@ -155,16 +155,11 @@ def cache_path(device: str, shape: dict) -> str:
 @torch.inference_mode()
 def _time_blocks(teacher, shape: dict, device, head_grid, ffn_grid, repeats: int) -> tuple[list[float], list[float]]:
     """ms of one compact layer's attention block per head count and FFN block per width."""
-    from slimbert.models.compact import SlimBertConfig, SlimBertForQuestionAnswering
-
     one_layer = copy.deepcopy(teacher.config)
     one_layer.num_hidden_layers = 1
 
     def layer(heads: int, width: int):
-        cfg = SlimBertConfig.from_base(one_layer, [heads], [width])
-        with warnings.catch_warnings():  # a Linear of width 0 warns that it has nothing to initialise
-            warnings.simplefilter("ignore", UserWarning)
-            return SlimBertForQuestionAnswering(cfg).model.encoder.layer[0].to(device, teacher.dtype).eval()
+        return shaped_model(one_layer, [(heads, width)], device, teacher.dtype).model.encoder.layer[0]
 
     x = torch.randn(shape["batch"], shape["seq_len"], shape["hidden"], device=device, dtype=teacher.dtype)  # (B, T, d)
     # measure() times model(**inputs); the blocks take the hidden states x, carried as "input_ids"
@@ -183,16 +178,16 @@ def _time_blocks(teacher, shape: dict, device, head_grid, ffn_grid, repeats: int
     return attn, ffn
 
 
-def shaped_model(teacher, shapes):
-    """A compact model of ``teacher``'s family with per-layer ``(heads, ffn width)`` shapes and random
-    weights, on its device and dtype: what a pruned model costs, without pruning one."""
+def shaped_model(config, shapes, device="cpu", dtype=torch.float32):
+    """A compact model of ``config``'s family (a teacher's config) with per-layer ``(heads, ffn width)``
+    shapes and random weights, in eval mode: what a pruned model costs, without pruning one."""
     from slimbert.models.compact import SlimBertConfig, SlimBertForQuestionAnswering
 
-    cfg = SlimBertConfig.from_base(teacher.config, [h for h, _ in shapes], [f for _, f in shapes])
+    cfg = SlimBertConfig.from_base(config, [h for h, _ in shapes], [f for _, f in shapes])
     with warnings.catch_warnings():  # a Linear of width 0 warns that it has nothing to initialise
         warnings.simplefilter("ignore", UserWarning)
         model = SlimBertForQuestionAnswering(cfg)
-    return model.to(next(teacher.parameters()).device, teacher.dtype).eval()
+    return model.to(device, dtype).eval()
 
 
 def calibration_shapes(config) -> dict[str, list[tuple[int, int]]]:
@@ -203,7 +198,8 @@ def calibration_shapes(config) -> dict[str, list[tuple[int, int]]]:
 
 def _time_models(teacher, shapes: dict, batch: int, seq_len: int, repeats: int) -> dict[str, float]:
     """Median ms of the teacher and of a random compact model of each of ``shapes``, end to end, interleaved."""
-    models = {"teacher": teacher} | {name: shaped_model(teacher, s) for name, s in shapes.items()}
+    device, dtype = next(teacher.parameters()).device, teacher.dtype
+    models = {"teacher": teacher} | {name: shaped_model(teacher.config, s, device, dtype) for name, s in shapes.items()}
     return {n: v["median_ms"] for n, v in compare(models, batch, seq_len, repeats=repeats, rounds=repeats).items()}
 
 

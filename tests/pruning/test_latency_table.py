@@ -132,7 +132,7 @@ def test_a_table_is_calibrated_on_whole_models_when_measured(monkeypatch):
 
 def test_a_shaped_model_has_the_shapes_asked_for():
     model = tiny_model("roberta")
-    compact = lt.shaped_model(model, [(0, 5), (4, 0), (2, 37)])
+    compact = lt.shaped_model(model.config, [(0, 5), (4, 0), (2, 37)])
     assert layer_shapes(compact) == [(0, 5), (4, 0), (2, 37)] and compact.config.base_model_type == "roberta"
     assert not compact.training
 
