@@ -30,7 +30,7 @@ from slimbert.tasks import get_task
 from slimbert.tasks.squad.data import check_max_length, check_tokenizer
 from slimbert.train.checkpoint import clear_run_state, fingerprint
 from slimbert.train.loop import Run, train
-from slimbert.train.teacher import teacher_logits
+from slimbert.train.teacher import cached_teacher_logits
 
 log = logging.getLogger(__name__)
 RESULT = "prune_result.json"
@@ -128,7 +128,8 @@ def prune(
     collate = task.collator(tokenizer)
     cache = None
     if (cfg.method == "l0" or tcfg.finetune_steps) and tcfg.cache_teacher and not cfg.distill_hidden:
-        cache = teacher_logits(teacher, features, collate, 2 * tcfg.batch_size, accelerator.device)
+        cache = cached_teacher_logits(teacher, features, collate, 2 * tcfg.batch_size, accelerator.device,
+                                      write=accelerator.is_main_process)
     run = Run(teacher, features, tokenizer, collate, cfg, tcfg, accelerator, cache, eval_fn, out_dir, resume,
               run_fingerprint, cost=table)
     if cfg.targets:  # a family of models from one gate-training run: family.py walks the same steps per member

@@ -94,6 +94,13 @@ def publish_dir(tmp: str, dst: str) -> None:
     _fsync_dir(parent)
 
 
+def cache_dir(kind: str) -> str:
+    """Where slimbert keeps what it measured or computed once (latency tables, teacher logits):
+    ``$SLIMBERT_CACHE/kind``, default ``~/.cache/slimbert/kind``. Safe to delete."""
+    root = os.environ.get("SLIMBERT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "slimbert")
+    return os.path.join(root, kind)
+
+
 def atomic_torch_save(obj, path: str) -> None:
     """``torch.save`` to a temporary sibling, fsynced, renamed into place."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

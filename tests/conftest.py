@@ -41,6 +41,12 @@ def tiny_model(arch: str, seed: int = 0, **kw):
     return cls(tiny_config(arch, **kw)).eval()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_dir(tmp_path_factory):
+    """Latency tables and teacher logits go to a folder of this session, not the user's ~/.cache."""
+    os.environ["SLIMBERT_CACHE"] = str(tmp_path_factory.mktemp("slimbert-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from slimbert.io import atomic_write_json
+from slimbert.io import atomic_write_json, cache_dir
 from slimbert.latency import compare, measure
 from slimbert.models.arch import head_dim
 from slimbert.pruning.cost import layer_shapes
@@ -147,9 +147,8 @@ def device_name(device) -> str:
 
 
 def cache_path(device: str, shape: dict) -> str:
-    root = os.environ.get("SLIMBERT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "slimbert")
     key = json.dumps([device, shape, torch.__version__, TIMING], sort_keys=True)
-    return os.path.join(root, "latency", f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json")
+    return os.path.join(cache_dir("latency"), f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json")
 
 
 @torch.inference_mode()

@@ -120,6 +120,42 @@ def test_cached_teacher_gives_the_live_teachers_loss(tokenizer, squad_files):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_teacher_logits_are_read_back_from_disk(tokenizer, squad_files, monkeypatch, tmp_path, caplog):
+    """A second run on the same teacher and windows reads the logits (exactly) instead of running the
+    teacher; another teacher or other windows compute their own; a damaged file is recomputed."""
+    from slimbert.tasks import get_task
+    from slimbert.train import teacher as teacher_mod
+
+    monkeypatch.setenv("SLIMBERT_CACHE", str(tmp_path))
+    task, tcfg = get_task("squad"), slimbert.TrainConfig(**FAST)
+    features, collate = task.training_windows(squad_files[0], tokenizer, tcfg), task.collator(tokenizer)
+    computed = []
+    live = teacher_mod.teacher_logits
+    monkeypatch.setattr(teacher_mod, "teacher_logits", lambda *a, **k: computed.append(1) or live(*a, **k))
+
+    first = teacher_mod.cached_teacher_logits(tiny_model("bert"), features, collate, 5, "cpu")
+    again = teacher_mod.cached_teacher_logits(tiny_model("bert"), features, collate, 5, "cpu")
+    assert len(computed) == 1 and len(again) == len(first) == len(features)
+    for a, b in zip(first, again):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    teacher_mod.cached_teacher_logits(tiny_model("bert", seed=1), features, collate, 5, "cpu")
+    teacher_mod.cached_teacher_logits(tiny_model("bert"), features.select(range(len(features) - 1)), collate, 5, "cpu")
+    assert len(computed) == 3
+    for f in (tmp_path / "teacher-logits").iterdir():
+        f.write_bytes(b"half a file")
+    redone = teacher_mod.cached_teacher_logits(tiny_model("bert"), features, collate, 5, "cpu")
+    assert len(computed) == 4 and all(torch.equal(a["start"], b["start"]) for a, b in zip(first, redone))
+    assert "unreadable" in caplog.text
+
+
+def test_teacher_logit_cache_keeps_answer_types():
+    from slimbert.train.teacher import _pack, _unpack
+
+    cache = [{"start": torch.randn(n), "end": torch.randn(n), "answer_type": torch.randn(5)} for n in (3, 0, 7)]
+    back = _unpack(_pack(cache))
+    assert all(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(cache, back))
+
+
 def test_batches_are_bucketed_by_length_and_cover_the_epoch():
     lengths = [int(x) for x in torch.randint(20, 256, (1000,))]
     plan = train_mod.BatchPlan(1000, 16, seed=0, lengths=lengths, pool=10)
