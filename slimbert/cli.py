@@ -80,6 +80,8 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
         elif get_origin(hints[f.name]) is Literal:
             parser.add_argument(flag, choices=get_args(hints[f.name]), default=default, help=help)
+        elif hints[f.name] == float | None:
+            parser.add_argument(flag, type=float, default=default, help=help)
         else:
             parser.add_argument(flag, type=str if default is None else type(default), default=default, help=help)
 

@@ -103,6 +103,7 @@ class TrainConfig:
     max_length: int = opt(384, "tokens per window (question + context), at most the model's positions")
     doc_stride: int = opt(128, "overlap of consecutive windows of one context, below max_length / 2")
     seed: int = opt(0, "seed of the data order, gate noise and dropout")
+    dropout: float | None = opt(None, "the student's dropout (hidden and attention) while it trains (None: the model's own)")
     eval_every: int = opt(0, "steps between evaluations on --eval (0: only before and after)")
     save_every: int = opt(0, "steps between checkpoints for --resume (0: only at the end of each phase)")
     finetune_steps: int = opt(1200, "distillation fine-tune steps of the compact model after collapse (0: none)")
@@ -130,6 +131,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if not self.max_steps and not self.epochs > 0:
             raise ConfigError(f"epochs must be > 0 when max_steps is 0, got {self.epochs}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not (0.0 <= self.warmup_ratio < 1.0) or not (0.0 < self.null_window_rate <= 1.0):
             raise ConfigError("warmup_ratio must be in [0, 1) and null_window_rate in (0, 1]")
         _choice("task", self.task, ("squad", "nq"))

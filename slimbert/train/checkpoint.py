@@ -69,7 +69,10 @@ def fingerprint(model, features, cfg, tcfg) -> dict:
         if prune["budget"] != "latency":
             del prune["latency_batch"], prune["latency_seq"]
     fp |= {f"prune.{k}": v for k, v in prune.items()}
-    fp |= {f"train.{k}": v for k, v in asdict(tcfg).items() if k not in NOT_THE_RUN}
+    train = {k: v for k, v in asdict(tcfg).items() if k not in NOT_THE_RUN}
+    if train["dropout"] is None:  # as above: absent unless set, so older checkpoints still resume
+        del train["dropout"]
+    fp |= {f"train.{k}": v for k, v in train.items()}
     return fp
 
 

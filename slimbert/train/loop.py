@@ -189,6 +189,15 @@ def _distill_step(student, teacher, batch, cfg: PruneConfig):
     return loss, task.detach(), kd.detach()
 
 
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Every dropout of ``model`` (embeddings, attention probabilities, sub-layer outputs) at ``p``; the
+    config records it, so the saved model says how it was trained."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = p
+
+
 def train(student, run: Run, total: int, on_step: Callable | None = None):
     """Train ``student`` for ``total`` steps (with the L0 penalty when it has gates); returns it and its history.
 
@@ -197,6 +206,8 @@ def train(student, run: Run, total: int, on_step: Callable | None = None):
     """
     teacher, features, collate, cache = run.teacher, run.features, run.collate, run.cache
     cfg, tcfg, accelerator, eval_fn = run.cfg, run.tcfg, run.accelerator, run.eval_fn
+    if tcfg.dropout is not None:
+        set_dropout(student, tcfg.dropout)
     world, rank = accelerator.num_processes, accelerator.process_index
     with_gates = bool(get_gates(student))
     lengths = [len(ids) for ids in features["input_ids"]] if tcfg.length_buckets else None

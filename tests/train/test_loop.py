@@ -148,6 +148,24 @@ def test_teacher_logits_are_read_back_from_disk(tokenizer, squad_files, monkeypa
     assert "unreadable" in caplog.text
 
 
+def test_dropout_setting_reaches_every_dropout(arch):
+    model = tiny_model(arch, hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3).train()
+    ids = torch.randint(5, 100, (2, 16))
+    assert not torch.equal(model(input_ids=ids).start_logits, model(input_ids=ids).start_logits)
+    train_mod.set_dropout(model, 0.0)
+    assert torch.equal(model(input_ids=ids).start_logits, model.eval()(input_ids=ids).start_logits)
+    assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == 0.0
+
+
+def test_dropout_flag_is_a_number_or_a_clear_error():
+    from slimbert.cli import build_parser
+
+    args = build_parser().parse_args(["prune", "--model", "m", "--out", "o", "--dropout", "0"])
+    assert args.dropout == 0.0 and slimbert.TrainConfig(dropout=args.dropout).dropout == 0.0
+    with pytest.raises(slimbert.ConfigError, match="dropout must be in"):
+        slimbert.TrainConfig(dropout=1.5)
+
+
 def test_teacher_logit_cache_keeps_answer_types():
     from slimbert.train.teacher import _pack, _unpack
 
