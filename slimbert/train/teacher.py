@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from slimbert.io import atomic_torch_save, cache_dir
 from slimbert.tasks.base import MODEL_INPUTS, batches
-from slimbert.train.checkpoint import model_digest
+from slimbert.train.checkpoint import model_digest, state_digest
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,9 @@ def cached_teacher_logits(teacher, features, collate, batch_size: int, device, w
     """:func:`teacher_logits`, read from the disk cache when this teacher, these windows and this way of
     computing them (batch size: padding moves the last bits; device type, dtype, torch version) were seen
     before; computed and stored (atomically, when ``write``: one process of a distributed run) otherwise."""
-    h = hashlib.sha256(repr((model_digest(teacher), str(teacher.dtype), torch.device(device).type, batch_size,
-                             torch.__version__)).encode())
+    weights = state_digest({"model": teacher.state_dict()})  # every byte: equal sums are not equal weights
+    h = hashlib.sha256(repr((model_digest(teacher), weights, str(teacher.dtype), torch.device(device).type,
+                             batch_size, torch.__version__)).encode())
     for key in MODEL_INPUTS:
         if key in features.column_names:
             column = features[key]
