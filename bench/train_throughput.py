@@ -1,6 +1,7 @@
 """Training throughput: windows per second of the gate-training step and of the fine-tune step,
 today's path (teacher logits cached once, length-bucketed batches) against the old one (a teacher
-forward every step, batches in random order), measured in one run on the same data.
+forward every step, batches in random order), and today's path with the student's dropout off
+(``--dropout 0``), measured in one run on the same data.
 
     python bench/train_throughput.py --model ../shared/models/minilm-l6-squad2 --train ../shared/data/squad2/train.json
 
@@ -71,15 +72,16 @@ def main(argv=None) -> dict:
 
     accelerator = Accelerator(cpu=True)
     new = Run(teacher, features, tokenizer, collate, cfg, tcfg, accelerator, cache)
-    old = replace(new, cache=None, tcfg=replace(tcfg, length_buckets=False))
+    variants = {"old": replace(new, cache=None, tcfg=replace(tcfg, length_buckets=False)), "new": new,
+                "new_dropout0": replace(new, tcfg=replace(tcfg, dropout=0.0))}
     gated = slimbert.add_gates(copy.deepcopy(teacher).requires_grad_(True), cfg)
     compact = random_compact(teacher, 0.5).requires_grad_(True)
 
     rows = {}
     for phase, model in (("gate_training", gated), ("finetune", compact)):
-        rows[phase] = {"old": [], "new": []}
-        for _ in range(2):  # alternate twice so drift hits both alike
-            for name, run in (("old", old), ("new", new)):
+        rows[phase] = {name: [] for name in variants}
+        for _ in range(2):  # alternate twice so drift hits all alike
+            for name, run in variants.items():
                 s = timed_steps(copy.deepcopy(model), run, args.steps // 2, args.warmup)
                 rows[phase][name].append(s)
     result = {
@@ -91,13 +93,14 @@ def main(argv=None) -> dict:
         "max_length": args.max_length,
     }
     for phase, r in rows.items():
-        old_s, new_s = sum(r["old"]) / len(r["old"]), sum(r["new"]) / len(r["new"])
-        result[phase] = {
-            "old_s_per_step": round(old_s, 3), "new_s_per_step": round(new_s, 3),
-            "old_windows_per_s": round(args.batch_size / old_s, 2), "new_windows_per_s": round(args.batch_size / new_s, 2),
-            "speedup": round(old_s / new_s, 2),
-        }
-        print(f"{phase}: {args.batch_size / old_s:.2f} -> {args.batch_size / new_s:.2f} windows/s ({old_s / new_s:.2f}x)")
+        sec = {name: sum(v) / len(v) for name, v in r.items()}
+        result[phase] = {f"{name}_s_per_step": round(s, 3) for name, s in sec.items()}
+        result[phase] |= {f"{name}_windows_per_s": round(args.batch_size / s, 2) for name, s in sec.items()}
+        result[phase] |= {"speedup": round(sec["old"] / sec["new"], 2),
+                          "dropout0_speedup_over_new": round(sec["new"] / sec["new_dropout0"], 2)}
+        print(f"{phase}: {args.batch_size / sec['old']:.2f} -> {args.batch_size / sec['new']:.2f} windows/s "
+              f"({sec['old'] / sec['new']:.2f}x); dropout off: {args.batch_size / sec['new_dropout0']:.2f} "
+              f"({sec['new'] / sec['new_dropout0']:.2f}x more)")
     print(f"teacher cache: {cache_s:.1f} s for {len(features)} windows (once per prune)")
     out = Path(args.out) if args.out else RESULTS / "train-throughput-cpu.json"
     atomic_write_json(result, str(out))
