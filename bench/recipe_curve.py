@@ -1,7 +1,7 @@
 """The default recipe beside the earlier sweep, on one plot: HasAns F1 and best-threshold F1 lost
 against the teacher, over measured CPU speed-up (batch 1, seq 384).
 
-    python bench/recipe_curve.py --family runs/family --out bench/results/recipe-vs-sweep.png
+    python bench/recipe_curve.py --family bench/results/family-cpu
 
 Each point is a difference to the teacher scored on the same questions in the same run: the earlier
 sweep (bench/results/sweep-cpu) scored the first 1,500 questions of dev.json, the recipe runs
