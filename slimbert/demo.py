@@ -22,9 +22,9 @@ DEFAULT_STEPS = 100  # gate-learning steps; then FINETUNE_STEPS of distillation 
 # The Fisher warm start on 256 windows instead of 1,024 frees three minutes for 150 more fine-tune
 # steps: +1.3 and +1.6 HasAns F1 at seeds 0 and 1 in the same time (bench/results/demo-variants.jsonl).
 FISHER_EXAMPLES = 256
-# Dropout off makes a CPU training step 1.5-1.7x faster (sampling masks, and the unfused attention
-# dropout needs, cost that much) at the same HasAns F1 (-3.7 / -3.1 against -3.9 / -2.9 at seeds 0
-# and 1, best-threshold F1 +0.8 / +2.0), so the demo spends the time on 250 more fine-tune steps.
+# Dropout off makes a CPU training step 1.5-1.7x faster (a random mask per activation and per
+# attention probability costs that much) at the same HasAns F1 (-3.7 / -3.1 against -3.9 / -2.9 at
+# seeds 0 and 1; best-threshold F1 +0.8 / +2.0), so the demo spends the time on 250 more fine-tune steps.
 DROPOUT = 0.0
 FINETUNE_STEPS = 700
 MARKER = "demo_run.json"  # written when a demo starts in --out: only such a folder is resumed
