@@ -115,7 +115,7 @@ def prune_family(teacher, student, run: Run, eval_fn, train_data=None, eval_data
             _set_rng_state(rng)
         return True  # a checkpoint now: this member is done
 
-    gated, history = train(gated_student(student, run, cfg.targets[0]), run, total, on_step)
+    gated, history = train(gated_student(student, run, cfg.targets), run, total, on_step)
     del gated
     for target in cfg.targets:  # members made before a resume are read back
         if target not in members:

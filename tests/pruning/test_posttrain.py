@@ -15,6 +15,7 @@ from slimbert.cli import main
 from slimbert.pruning.cost import encoder_flops, layer_shapes
 from slimbert.pruning.gates import deterministic_size
 from slimbert.pruning.masks import apply_mask, open_gated_copy
+import slimbert.pruning.methods.l0 as l0_mod
 from slimbert.pruning.methods.l0 import fisher_gate_init
 from slimbert.pruning.methods.posttrain import fisher_importance, rearrange_mask, rescale, search_mask
 from tests.conftest import tiny_model
@@ -236,6 +237,28 @@ def test_fisher_gate_init_starts_from_the_search_mask(tokenizer):
     slimbert.snap_gates(student, 0.4)
     for g, heads, units in zip(slimbert.get_gates(student), head_mask, unit_mask):
         assert torch.equal(g.heads.kept().bool(), heads) and torch.equal(g.units.kept().bool(), units)
+
+
+def test_a_family_starts_from_the_nested_fisher_masks(tokenizer):
+    teacher = tiny_model("bert")
+    features = random_features(teacher.config.vocab_size, n=12)
+    targets = (0.8, 0.5, 0.3)
+    student = slimbert.add_gates(copy.deepcopy(teacher), slimbert.PruneConfig())
+    fisher_gate_init(student, teacher, features, tokenizer, target=targets, keep=0.98, batch_size=4)
+    fisher = fisher_importance(teacher, features, tokenizer, batch_size=4)
+    masks = [search_mask(*fisher, teacher, t) for t in targets]
+    for small, big in zip(masks[1:], masks):  # smaller targets keep subsets: the masks are nested
+        assert all(torch.equal(s & b, s) for s, b in zip(small, big))
+    la = slimbert.pruning.gates.init_log_alpha
+    tiers = torch.tensor([la(0.02), la(l0_mod.FAMILY_FLOOR), (la(l0_mod.FAMILY_FLOOR) + la(0.98)) / 2, la(0.98)])
+    for l, g in enumerate(slimbert.get_gates(student)):  # each item at the tier of how many targets keep it
+        for gate, kind in ((g.heads, 0), (g.units, 1)):
+            torch.testing.assert_close(gate.log_alpha, tiers[sum(m[kind][l].long() for m in masks)].float())
+    for t, (heads, units) in zip(targets, masks):  # snapped at each target, the start keeps that target's mask
+        snapped = copy.deepcopy(student)
+        slimbert.snap_gates(snapped, t)
+        for g, h, u in zip(slimbert.get_gates(snapped), heads, units):
+            assert torch.equal(g.heads.kept().bool(), h) and torch.equal(g.units.kept().bool(), u)
 
 
 def test_fisher_gate_init_through_prune_and_its_errors(tokenizer, squad_files):

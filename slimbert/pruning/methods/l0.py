@@ -3,7 +3,8 @@ distillation and a size term that lands on the target (train/loop.py), then snap
 
 The gates start from the Fisher mask at the target (``gate_init="fisher"``, the default where it
 applies: kept heads/units at P(open) ``gate_init_keep``, the rest at 1 - that), so the run refines a
-good structure, or all at ``gate_init_keep`` (``"uniform"``).
+good structure, or all at ``gate_init_keep`` (``"uniform"``). A family (several targets, family.py)
+starts from the nested Fisher masks: an item's P(open) ranks it by the smallest target that keeps it.
 """
 
 from __future__ import annotations
@@ -27,31 +28,47 @@ def fisher_start(cfg, task: str) -> bool:
     return cfg.gate_init == "fisher"
 
 
+# P(open) at the start of a family's items that only its first target keeps. High enough that the
+# first member trains with them nearly always on; log_alpha 1.7 below the items every target keeps
+# (about 17 Adam steps at gate_lr 0.1), so the size pressure closes them before those later targets keep.
+FAMILY_FLOOR = 0.9
+
+
 def fisher_gate_init(
-    student: nn.Module, teacher: nn.Module, features, tokenizer, target: float, keep: float,
+    student: nn.Module, teacher: nn.Module, features, tokenizer, target, keep: float,
     num_examples: int = 1024, batch_size: int = 16, seed: int = 0, budget: str = "params", table=None,
 ) -> None:
     """Start ``student``'s head and unit gates from the Fisher mask at ``target``: what
     :func:`search_mask` keeps at P(open) = ``keep``, the rest at ``1 - keep``; block gates untouched.
-    ``budget``/``table``: what the target counts (parameters, or the latency table's milliseconds)."""
+    ``budget``/``table``: what the target counts (parameters, or the latency table's milliseconds).
+
+    ``target`` may be a falling sequence (a family): the masks at each target (one Fisher estimate;
+    the search keeps the most important items, so smaller targets keep subsets), and an item kept by
+    the first k of n targets starts at log_alpha between ``FAMILY_FLOOR`` (k = 1) and ``keep`` (k = n),
+    so the walk down the targets drops items in the order the Fisher ranks them."""
     gates = get_gates(student)
     if not gates or any(g.heads is None or g.units is None for g in gates):
         raise ValueError("fisher_gate_init needs a gate on every head and FFN unit (prune_heads and prune_ffn)")
+    targets = [target] if isinstance(target, (int, float)) else list(target)
     head_f, unit_f = fisher_importance(teacher, features, tokenizer, num_examples, batch_size, seed=seed)
-    head_mask, unit_mask = search_mask(head_f, unit_f, teacher, target, "latency" if table is not None else budget, table=table)
-    on, off = init_log_alpha(keep), init_log_alpha(1.0 - keep)
+    masks = [search_mask(head_f, unit_f, teacher, t, "latency" if table is not None else budget, table=table) for t in targets]
+    n, on, off = len(targets), init_log_alpha(keep), init_log_alpha(1.0 - keep)
+    floor = init_log_alpha(FAMILY_FLOOR) if n > 1 else on
     with torch.no_grad():
-        for g, heads, units in zip(gates, head_mask, unit_mask):
-            g.heads.log_alpha.copy_(torch.where(heads.to(g.heads.log_alpha.device), on, off))
-            g.units.log_alpha.copy_(torch.where(units.to(g.units.log_alpha.device), on, off))
+        for l, g in enumerate(gates):
+            for gate, kind in ((g.heads, 0), (g.units, 1)):
+                level = sum(m[kind][l].to(torch.float32) for m in masks).to(gate.log_alpha.device)  # targets keeping it
+                tiered = floor + (on - floor) * (level - 1) / max(n - 1, 1)
+                gate.log_alpha.copy_(torch.where(level > 0, tiered, torch.full_like(tiered, off)))
 
 
-def gated_student(model: nn.Module, run: Run, start_target: float) -> nn.Module:
-    """A gated copy of ``model``, its gates started from the Fisher mask at ``start_target`` where that applies."""
+def gated_student(model: nn.Module, run: Run, targets) -> nn.Module:
+    """A gated copy of ``model``, its gates started from the Fisher mask at ``targets`` (one, or a
+    family's falling sequence) where that applies."""
     cfg, tcfg, device = run.cfg, run.tcfg, run.accelerator.device
     student = add_gates(copy.deepcopy(model).requires_grad_(True), cfg)
     if fisher_start(cfg, tcfg.task):
-        fisher_gate_init(student.to(device), run.teacher.to(device), run.features, run.tokenizer, start_target,
+        fisher_gate_init(student.to(device), run.teacher.to(device), run.features, run.tokenizer, targets,
                          cfg.gate_init_keep, cfg.fisher_examples or 1024, tcfg.batch_size, tcfg.seed, table=run.cost)
     return student
 
