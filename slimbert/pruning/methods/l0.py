@@ -42,10 +42,10 @@ def fisher_gate_init(
     :func:`search_mask` keeps at P(open) = ``keep``, the rest at ``1 - keep``; block gates untouched.
     ``budget``/``table``: what the target counts (parameters, or the latency table's milliseconds).
 
-    ``target`` may be a falling sequence (a family): the masks at each target (one Fisher estimate;
-    the search keeps the most important items, so smaller targets keep subsets), and an item kept by
-    the first k of n targets starts at log_alpha between ``FAMILY_FLOOR`` (k = 1) and ``keep`` (k = n),
-    so the walk down the targets drops items in the order the Fisher ranks them."""
+    ``target`` may be a falling sequence (a family): the masks at each target from one Fisher estimate
+    (nested whenever the search's best head count falls with the target), and an item kept at k of
+    the n targets starts at log_alpha between ``FAMILY_FLOOR`` (k = 1) and ``keep`` (k = n), so the
+    walk down the targets drops items in the order the Fisher ranks them."""
     gates = get_gates(student)
     if not gates or any(g.heads is None or g.units is None for g in gates):
         raise ValueError("fisher_gate_init needs a gate on every head and FFN unit (prune_heads and prune_ffn)")
