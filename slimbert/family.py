@@ -4,15 +4,18 @@
     result = slimbert.prune(teacher, slimbert.PruneConfig(targets=(0.8, 0.6, 0.5)), ...)
 
 One L0 run whose size schedule walks down through the targets (``scheduled_target`` in
-train/loop.py): each target gets an equal share of the gate steps; the scheduled size falls to it
-over the first ``target_warmup`` of its share and holds it for the rest, the settle period in which
-the gates and λ come to rest at that size (default 0.3: 30% falling, 70% settling). At the share's
+train/loop.py): each target gets an equal share of the gate steps, and the scheduled size holds it
+for the share, the settle period in which the gates and λ come to rest at that size. At the share's
 last step, its milestone, the gate state is, on a copy,
 
     snapped at exactly the target -> collapsed -> fine-tuned (finetune_steps) -> evaluated -> timed -> saved
 
 as ``DIR/target-T/`` (the compact model, its tokenizer, prune_result.json and model card, in one
-atomic save; it loads with the Auto classes), and the gated run continues from its unsnapped state.
+atomic save; it loads with the Auto classes), and the gated run continues from its unsnapped state,
+less what a snap at the next target drops: those gates are closed (``family_fall="step"``, the
+default; l0.close_dropped). With ``family_fall="linear"`` the size instead falls to the next target
+over the first ``target_warmup`` of its share, which the gates lag and then overshoot
+(bench/results/family-ft0-cpu). The first share falls from the start to the first target either way.
 ``DIR/family.csv`` and ``DIR/family.png`` hold the curve in the sweep's columns (curve.py), teacher
 first; ``DIR/prune_result.json`` the family's summary.
 
@@ -42,7 +45,7 @@ from slimbert.pruning.collapse import collapse
 from slimbert.pruning.cost import count_parameters, model_report
 from slimbert.pruning.gates import deterministic_size
 from slimbert.pruning.latency_table import speedups
-from slimbert.pruning.methods.l0 import gate_steps, gated_student, snap
+from slimbert.pruning.methods.l0 import close_dropped, gate_steps, gated_student, snap
 from slimbert.train.checkpoint import CheckpointError
 from slimbert.train.loop import Run, _rng_state, _set_rng_state, milestones, train
 
@@ -113,7 +116,10 @@ def prune_family(teacher, student, run: Run, eval_fn, train_data=None, eval_data
             members[ends[step]] = make_member(ends[step], gated)
         finally:
             _set_rng_state(rng)
-        return True  # a checkpoint now: this member is done
+        later = [t for t in cfg.targets if t < ends[step]]
+        if later and cfg.family_fall == "step":
+            close_dropped(gated, later[0], cfg.gate_init_keep, run.cost)
+        return True  # a checkpoint now: this member is done, and the gates stand at the next target
 
     gated, history = train(gated_student(student, run, cfg.targets), run, total, on_step)
     del gated

@@ -6,6 +6,7 @@ puts the family on its curve."""
 import copy
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -17,7 +18,8 @@ import slimbert.sweep as sweep_mod
 import slimbert.train.loop as train_mod
 from slimbert.curve import COLUMNS
 from slimbert.pruning.collapse import collapse
-from slimbert.pruning.gates import add_gates, snap_gates
+from slimbert.pruning.gates import add_gates, gate_parameters, init_log_alpha, snap_gates
+from slimbert.pruning.methods.l0 import close_dropped
 from slimbert.train.loop import milestones, scheduled_target
 from tests.conftest import random_batch, tiny_model
 
@@ -43,7 +45,7 @@ def test_the_schedule_walks_down_and_holds_each_target():
     one = slimbert.PruneConfig(target=0.5, target_warmup=0.3)
     old = [0.98 - (0.98 - 0.5) * min(1.0, (s + 1) / 6) for s in range(20)]  # the single-target schedule as it was
     assert [scheduled_target(s, 20, 0.98, one) for s in range(20)] == old
-    fam = slimbert.PruneConfig(targets="0.8,0.6,0.4", target_warmup=0.5)
+    fam = slimbert.PruneConfig(targets="0.8,0.6,0.4", target_warmup=0.5, family_fall="linear")
     assert fam.targets == TARGETS and fam.target == 0.4
     ends = milestones(12, fam.targets)
     assert ends == [4, 8, 12]
@@ -51,6 +53,28 @@ def test_the_schedule_walks_down_and_holds_each_target():
     for end, t in zip(ends, fam.targets):  # reached half-way through its share, held to its milestone
         assert sizes[end - 2] == sizes[end - 1] == pytest.approx(t)
     assert all(a >= b for a, b in zip(sizes, sizes[1:]))
+    step = [scheduled_target(s, 12, 0.98, replace(fam, family_fall="step")) for s in range(12)]
+    assert step[:4] == sizes[:4] and step[4:] == [0.6] * 4 + [0.4] * 4  # later targets held from their share's start
+
+
+def test_the_step_to_the_next_target_closes_what_its_snap_drops():
+    gated = add_gates(tiny_model("bert"), slimbert.PruneConfig(gate_init="uniform"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in gate_parameters(gated):
+            p.copy_(torch.randn_like(p) * 2 + 2)
+    before = [p.clone() for p in gate_parameters(gated)]
+    snapped = copy.deepcopy(gated)
+    snap_gates(snapped, 0.5)
+    close_dropped(gated, 0.5, keep=0.98)
+    off = init_log_alpha(0.02)
+    for a, b, s in zip(before, gate_parameters(gated), gate_parameters(snapped)):
+        kept = s > 0
+        assert torch.equal(b[kept], a[kept])  # what the snap keeps is left as it was
+        assert torch.equal(b[~kept], a[~kept].clamp(max=off))  # the rest closed, none reopened
+    again = copy.deepcopy(gated)
+    snap_gates(again, 0.5)
+    assert all(torch.equal(x, y) for x, y in zip(gate_parameters(again), gate_parameters(snapped)))
 
 
 def test_each_member_is_an_exact_snap_of_the_run_at_its_milestone(tmp_path, tokenizer, squad_files, monkeypatch):

@@ -102,6 +102,21 @@ def snap(gated: nn.Module, target: float, table=None, teacher=None) -> list:
     return tries
 
 
+@torch.no_grad()
+def close_dropped(gated: nn.Module, target: float, keep: float, table=None) -> None:
+    """Close, at P(open) ``1 - keep``, the head and unit gates that a snap at ``target`` would drop;
+    leave the rest as they are. A family's step to its next target: its gates then start that
+    target's share on the structure a snap would give, as a single-target run starts on its Fisher mask,
+    instead of lagging a falling schedule and overshooting it (bench/results/family-ft0-cpu)."""
+    trial = copy.deepcopy(gated)
+    snap_gates(trial, target, table)
+    off = init_log_alpha(1.0 - keep)
+    for g, t in zip(get_gates(gated), get_gates(trial)):
+        for gate, snapped in ((g.heads, t.heads), (g.units, t.units)):
+            if gate is not None:
+                gate.log_alpha.copy_(torch.where(snapped.log_alpha < 0, gate.log_alpha.clamp(max=off), gate.log_alpha))
+
+
 def find_structure(model: nn.Module, run: Run) -> Found:
     cfg = run.cfg
     student, history = train(gated_student(model, run, cfg.target), run, gate_steps(run))
