@@ -75,10 +75,25 @@ def _exchange(a: str, b: str) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
+def _default_mode(path: str) -> None:
+    """The permissions a plain open()/mkdir() would have given ``path`` (and what is under it):
+    mkstemp/mkdtemp make temporary files private (0600/0700), which a published save must not stay."""
+    mask = os.umask(0)
+    os.umask(mask)
+    if not os.path.isdir(path):
+        os.chmod(path, 0o666 & ~mask)
+        return
+    for root, _, files in os.walk(path):
+        os.chmod(root, 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
+
+
 def publish_dir(tmp: str, dst: str) -> None:
     """Make the complete folder ``tmp`` appear at ``dst`` in one step: fsync, then an atomic exchange
     with the old ``dst`` (or a rename where there is none), then remove the old one. A kill at any
     point leaves at ``dst`` either the old complete folder or the new complete one."""
+    _default_mode(tmp)
     _fsync_tree(tmp)
     parent = os.path.dirname(os.path.abspath(dst))
     if not os.path.exists(dst):
@@ -110,6 +125,7 @@ def atomic_torch_save(obj, path: str) -> None:
         torch.save(obj, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        _default_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -123,6 +139,7 @@ def atomic_write_json(obj, path: str) -> None:
         json.dump(obj, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
+    _default_mode(tmp)
     os.replace(tmp, path)
 
 

@@ -11,13 +11,13 @@ import torch
 from transformers import AutoModelForQuestionAnswering
 
 import slimbert
-from slimbert.io import atomic_save_pretrained
+from slimbert.io import atomic_save_pretrained, atomic_torch_save, atomic_write_json
 from tests.conftest import ROOT, random_batch
 from tests.pruning.test_collapse import _gated
 
 CHILD = """
 import sys, torch, slimbert
-from slimbert.io import atomic_save_pretrained
+from slimbert.io import atomic_save_pretrained, atomic_torch_save, atomic_write_json
 a, b = torch.load(sys.argv[1], weights_only=False), torch.load(sys.argv[2], weights_only=False)
 print("ready", flush=True)
 i = 0
@@ -78,3 +78,18 @@ def test_save_keeps_the_runs_checkpoints(tmp_path):
     atomic_save_pretrained(a, str(out))
     assert (out / "gated_train_state.pt").read_bytes() == b"checkpoint"
     assert (out / "config.json").exists() and (out / "model.safetensors").exists()
+
+
+def test_saves_get_the_permissions_a_plain_write_would(tmp_path):
+    """Temporary files are private (0600/0700); what a save publishes must be readable as usual."""
+    (a, _), _ = _two_structures(tmp_path)
+    old = os.umask(0o022)
+    try:
+        atomic_save_pretrained(a, str(tmp_path / "model"), extra_files={"result.json": {"x": 1}})
+        atomic_write_json({"x": 1}, str(tmp_path / "one.json"))
+        atomic_torch_save({"x": 1}, str(tmp_path / "state.pt"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
+    for path in [*(tmp_path / "model").iterdir(), tmp_path / "one.json", tmp_path / "state.pt"]:
+        assert path.stat().st_mode & 0o777 == 0o644, path
