@@ -56,9 +56,10 @@ class PruneConfig:
     targets: tuple[float, ...] | None = opt(
         None, "a family from one l0 run: descending kept fractions, e.g. 0.8,0.6,0.5, each saved as OUT/target-T "
         "(replaces --target)")
-    family_fall: Literal["step", "linear"] = opt(
+    family_fall: Literal["step", "fisher", "linear"] = opt(
         "step", "how a family moves to its next target: step: at each member, close what a snap at the next target "
-        "drops and hold that target for its whole share; linear: fall to it over --target-warmup of its share")
+        "drops and hold that target for its whole share; fisher: as step, but seat the gates on the next target's "
+        "Fisher mask (not yet measured on the shared teacher); linear: fall to it over --target-warmup of its share")
 
     def __post_init__(self):
         if not (0.0 < self.target <= 1.0):
@@ -71,7 +72,7 @@ class PruneConfig:
         _choice("method", self.method, ("l0", "posttrain", "random", "uniform"))
         _choice("gate_init", self.gate_init, ("auto", "uniform", "fisher"))
         _choice("budget", self.budget, ("params", "flops", "latency"))
-        _choice("family_fall", self.family_fall, ("step", "linear"))
+        _choice("family_fall", self.family_fall, ("step", "fisher", "linear"))
         if self.fisher_examples < 0:
             raise ConfigError(f"fisher_examples must be >= 0 (0: the method's default), got {self.fisher_examples}")
         if self.latency_batch < 1 or self.latency_seq < 1:

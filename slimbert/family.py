@@ -13,7 +13,11 @@ last step, its milestone, the gate state is, on a copy,
 as ``DIR/target-T/`` (the compact model, its tokenizer, prune_result.json and model card, in one
 atomic save; it loads with the Auto classes), and the gated run continues from its unsnapped state,
 less what a snap at the next target drops: those gates are closed (``family_fall="step"``, the
-default; l0.close_dropped). With ``family_fall="linear"`` the size instead falls to the next target
+default; l0.close_dropped). ``family_fall="fisher"`` instead seats the gates on the Fisher mask of
+the next target (computed at the start; l0.seat_gates), so each share starts on the structure a
+single-target run starts on, with the weights the run has trained so far: the snap of the gates after
+a share at 0.8 keeps more heads and cuts FFNs more evenly than the Fisher mask at 0.5, and scores lower
+(bench/results/family-step-cpu). With ``family_fall="linear"`` the size instead falls to the next target
 over the first ``target_warmup`` of its share, which the gates lag and then overshoot
 (bench/results/family-ft0-cpu). The first share falls from the start to the first target either way.
 ``DIR/family.csv`` and ``DIR/family.png`` hold the curve in the sweep's columns (curve.py), teacher
@@ -45,7 +49,7 @@ from slimbert.pruning.collapse import collapse
 from slimbert.pruning.cost import count_parameters, model_report
 from slimbert.pruning.gates import deterministic_size
 from slimbert.pruning.latency_table import speedups
-from slimbert.pruning.methods.l0 import close_dropped, gate_steps, gated_student, snap
+from slimbert.pruning.methods.l0 import close_dropped, fisher_start, gate_steps, gated_student, seat_gates, snap
 from slimbert.train.checkpoint import CheckpointError
 from slimbert.train.loop import Run, _rng_state, _set_rng_state, milestones, train
 
@@ -73,6 +77,9 @@ def prune_family(teacher, student, run: Run, eval_fn, train_data=None, eval_data
 
     cfg, tcfg, accelerator, out = run.cfg, run.tcfg, run.accelerator, run.out_dir
     total = gate_steps(run)
+    if cfg.family_fall == "fisher" and not fisher_start(cfg, tcfg.task):
+        raise ConfigError("--family-fall fisher starts each target on its Fisher mask: it needs the Fisher start "
+                          "(--gate-init fisher or auto, with heads and FFN pruned, on SQuAD)")
     if total < len(cfg.targets):
         raise ConfigError(f"{len(cfg.targets)} targets need at least as many gate steps, got {total}; raise --max-steps")
     if out and not run.resume and accelerator.is_main_process:  # a fresh run: no member of an earlier one stays
@@ -107,6 +114,7 @@ def prune_family(teacher, student, run: Run, eval_fn, train_data=None, eval_data
         return member
 
     ends = dict(zip(milestones(total, cfg.targets), cfg.targets))
+    gated, masks = gated_student(student, run, cfg.targets)
 
     def on_step(step: int, gated) -> bool:
         if step not in ends:
@@ -116,12 +124,14 @@ def prune_family(teacher, student, run: Run, eval_fn, train_data=None, eval_data
             members[ends[step]] = make_member(ends[step], gated)
         finally:
             _set_rng_state(rng)
-        later = [t for t in cfg.targets if t < ends[step]]
-        if later and cfg.family_fall == "step":
-            close_dropped(gated, later[0], cfg.gate_init_keep, run.cost)
+        i = cfg.targets.index(ends[step])
+        if i + 1 < len(cfg.targets) and cfg.family_fall == "step":
+            close_dropped(gated, cfg.targets[i + 1], cfg.gate_init_keep, run.cost)
+        elif i + 1 < len(cfg.targets) and cfg.family_fall == "fisher":
+            seat_gates(gated, [masks[i + 1]], cfg.gate_init_keep)
         return True  # a checkpoint now: this member is done, and the gates stand at the next target
 
-    gated, history = train(gated_student(student, run, cfg.targets), run, total, on_step)
+    gated, history = train(gated, run, total, on_step)
     del gated
     for target in cfg.targets:  # members made before a resume are read back
         if target not in members:

@@ -14,6 +14,7 @@ from transformers import AutoModelForQuestionAnswering
 
 import slimbert
 import slimbert.family as family_mod
+import slimbert.pruning.methods.l0 as l0_mod
 import slimbert.sweep as sweep_mod
 import slimbert.train.loop as train_mod
 from slimbert.curve import COLUMNS
@@ -35,8 +36,8 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _family(out, tokenizer, train, dev=None, resume=False, **kw):
-    cfg = slimbert.PruneConfig(targets=TARGETS, gate_init="uniform", target_warmup=0.5, latency_seq=64)
+def _family(out, tokenizer, train, dev=None, resume=False, cfg=None, **kw):
+    cfg = cfg or slimbert.PruneConfig(targets=TARGETS, gate_init="uniform", target_warmup=0.5, latency_seq=64)
     tcfg = slimbert.TrainConfig(**(dict(max_steps=6, finetune_steps=0, log_every=1) | TINY | kw))
     return slimbert.prune(tiny_model("bert"), cfg, train, dev, tokenizer, tcfg, str(out), resume=resume)
 
@@ -146,6 +147,29 @@ def test_a_killed_family_resumes_to_the_same_members(tmp_path, tokenizer, squad_
     assert a["step"] == b["step"] == 6
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_the_fisher_step_seats_each_later_target_on_its_fisher_mask(tmp_path, tokenizer, squad_files, monkeypatch):
+    started, seated = [], []
+    real_init, real_seat = l0_mod.fisher_gate_init, family_mod.seat_gates
+    monkeypatch.setattr(l0_mod, "fisher_gate_init", lambda *a, **k: started.append(real_init(*a, **k)) or started[-1])
+
+    def spy(gated, masks, keep):
+        real_seat(gated, masks, keep)
+        seated.append((masks, [(g.heads.log_alpha.clone(), g.units.log_alpha.clone()) for g in slimbert.get_gates(gated)]))
+
+    monkeypatch.setattr(family_mod, "seat_gates", spy)
+    cfg = slimbert.PruneConfig(targets=TARGETS, gate_init="fisher", family_fall="fisher", latency_seq=64)
+    _family(tmp_path, tokenizer, squad_files[0], cfg=cfg)
+    (masks,) = started
+    assert [m for m, _ in seated] == [[masks[1]], [masks[2]]]  # after the members at 0.8 and 0.6
+    on, off = init_log_alpha(cfg.gate_init_keep), init_log_alpha(1 - cfg.gate_init_keep)
+    for mask, (_, state) in zip(masks[1:], seated):
+        for l, (heads, units) in enumerate(state):
+            for got, keep in ((heads, mask[0][l]), (units, mask[1][l])):
+                torch.testing.assert_close(got, torch.where(keep.bool(), on, off).to(got), rtol=0, atol=1e-6)
+    with pytest.raises(slimbert.ConfigError, match="Fisher start"):
+        _family(tmp_path / "u", tokenizer, squad_files[0], cfg=replace(cfg, gate_init="uniform"))
 
 
 def test_sweep_runs_the_family_once_for_all_its_points(tmp_path, model_dir, squad_files, monkeypatch):

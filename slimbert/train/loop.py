@@ -125,13 +125,13 @@ def scheduled_target(step: int, total: int, start: float, cfg: PruneConfig) -> f
     """The size target of step ``step`` (0-based): it falls linearly from the previous target (at first
     the student's initial expected size) to the next over the first ``target_warmup`` of that target's
     share of the steps, then holds it for the rest of the share (the settle period before its
-    milestone). One target: one share, the whole run. A family with ``family_fall="step"`` falls so
+    milestone). One target: one share, the whole run. A family with ``family_fall`` "step" or "fisher" falls so
     only to its first target and holds each later one from its share's first step (family.py closes
     the gates the next target drops at each milestone)."""
     targets = cfg.targets or (cfg.target,)
     ends = milestones(total, targets)
     i = next(i for i, end in enumerate(ends) if step < end or i == len(ends) - 1)
-    if i and cfg.family_fall == "step":
+    if i and cfg.family_fall != "linear":
         return targets[i]
     begin = ends[i - 1] if i else 0
     prev = targets[i - 1] if i else start

@@ -37,7 +37,7 @@ FAMILY_FLOOR = 0.9
 def fisher_gate_init(
     student: nn.Module, teacher: nn.Module, features, tokenizer, target, keep: float,
     num_examples: int = 1024, batch_size: int = 16, seed: int = 0, budget: str = "params", table=None,
-) -> None:
+) -> list:
     """Start ``student``'s head and unit gates from the Fisher mask at ``target``: what
     :func:`search_mask` keeps at P(open) = ``keep``, the rest at ``1 - keep``; block gates untouched.
     ``budget``/``table``: what the target counts (parameters, or the latency table's milliseconds).
@@ -52,25 +52,34 @@ def fisher_gate_init(
     targets = [target] if isinstance(target, (int, float)) else list(target)
     head_f, unit_f = fisher_importance(teacher, features, tokenizer, num_examples, batch_size, seed=seed)
     masks = [search_mask(head_f, unit_f, teacher, t, "latency" if table is not None else budget, table=table) for t in targets]
-    n, on, off = len(targets), init_log_alpha(keep), init_log_alpha(1.0 - keep)
+    seat_gates(student, masks, keep)
+    return masks
+
+
+@torch.no_grad()
+def seat_gates(student: nn.Module, masks: list, keep: float) -> None:
+    """Head and unit gates from ``masks`` (one per target, each (head masks, unit masks) per layer as
+    search_mask gives them): one mask, kept items at P(open) ``keep`` and the rest at ``1 - keep``;
+    several, an item kept by k of the n masks between ``FAMILY_FLOOR`` (k = 1) and ``keep`` (k = n)."""
+    n, on, off = len(masks), init_log_alpha(keep), init_log_alpha(1.0 - keep)
     floor = init_log_alpha(FAMILY_FLOOR) if n > 1 else on
-    with torch.no_grad():
-        for l, g in enumerate(gates):
-            for gate, kind in ((g.heads, 0), (g.units, 1)):
-                level = sum(m[kind][l].to(torch.float32) for m in masks).to(gate.log_alpha.device)  # targets keeping it
-                tiered = floor + (on - floor) * (level - 1) / max(n - 1, 1)
-                gate.log_alpha.copy_(torch.where(level > 0, tiered, torch.full_like(tiered, off)))
+    for l, g in enumerate(get_gates(student)):
+        for gate, kind in ((g.heads, 0), (g.units, 1)):
+            level = sum(m[kind][l].to(torch.float32) for m in masks).to(gate.log_alpha.device)  # masks keeping it
+            tiered = floor + (on - floor) * (level - 1) / max(n - 1, 1)
+            gate.log_alpha.copy_(torch.where(level > 0, tiered, torch.full_like(tiered, off)))
 
 
-def gated_student(model: nn.Module, run: Run, targets) -> nn.Module:
+def gated_student(model: nn.Module, run: Run, targets) -> tuple[nn.Module, list | None]:
     """A gated copy of ``model``, its gates started from the Fisher mask at ``targets`` (one, or a
-    family's falling sequence) where that applies."""
+    family's falling sequence) where that applies, and those masks (None where it does not)."""
     cfg, tcfg, device = run.cfg, run.tcfg, run.accelerator.device
     student = add_gates(copy.deepcopy(model).requires_grad_(True), cfg)
-    if fisher_start(cfg, tcfg.task):
-        fisher_gate_init(student.to(device), run.teacher.to(device), run.features, run.tokenizer, targets,
-                         cfg.gate_init_keep, cfg.fisher_examples or 1024, tcfg.batch_size, tcfg.seed, table=run.cost)
-    return student
+    if not fisher_start(cfg, tcfg.task):
+        return student, None
+    masks = fisher_gate_init(student.to(device), run.teacher.to(device), run.features, run.tokenizer, targets,
+                             cfg.gate_init_keep, cfg.fisher_examples or 1024, tcfg.batch_size, tcfg.seed, table=run.cost)
+    return student, masks
 
 
 def gate_steps(run: Run) -> int:
@@ -119,6 +128,6 @@ def close_dropped(gated: nn.Module, target: float, keep: float, table=None) -> N
 
 def find_structure(model: nn.Module, run: Run) -> Found:
     cfg = run.cfg
-    student, history = train(gated_student(model, run, cfg.target), run, gate_steps(run))
+    student, history = train(gated_student(model, run, cfg.target)[0], run, gate_steps(run))
     tries = snap(student, cfg.target, run.cost, run.teacher) if cfg.snap else []  # the final safeguard: exactly the target
     return Found(student.eval(), history, latency_tries=tries)
