@@ -37,7 +37,8 @@ class PruneConfig:
     snap: bool | None = opt(
         None, "end with hard 0/1 gates at exactly the target, ranked by P(open); default: on for the Lagrangian, off "
         "for fixed penalties (they land where their penalties put the gates)")
-    target_warmup: float = opt(0.3, "fraction of the gate steps over which the target falls linearly to --target")
+    target_warmup: float = opt(
+        0.3, "fraction of the gate steps (of a family: of its first share) over which the target falls linearly to it")
     fisher_examples: int = opt(
         0, "training windows the Fisher importance is estimated on (posttrain and the L0 warm start; 0: 2048 for "
         "posttrain as Kwon et al., 1024 for the warm start)")
@@ -56,10 +57,10 @@ class PruneConfig:
     targets: tuple[float, ...] | None = opt(
         None, "a family from one l0 run: descending kept fractions, e.g. 0.8,0.6,0.5, each saved as OUT/target-T "
         "(replaces --target)")
-    family_fall: Literal["step", "fisher", "linear"] = opt(
-        "step", "how a family moves to its next target: step: at each member, close what a snap at the next target "
-        "drops and hold that target for its whole share; fisher: as step, but seat the gates on the next target's "
-        "Fisher mask (not yet measured on the shared teacher); linear: fall to it over --target-warmup of its share")
+    family_fall: Literal["auto", "fisher", "step"] = opt(
+        "auto", "how a family moves to its next target at each member, then holds it for its share: fisher: seat the "
+        "gates on the next target's Fisher mask, the structure a single-target run starts on; step: close what a snap "
+        "at the next target drops; auto: fisher where the gates start from the Fisher mask (--gate-init), else step")
 
     def __post_init__(self):
         if not (0.0 < self.target <= 1.0):
@@ -72,7 +73,7 @@ class PruneConfig:
         _choice("method", self.method, ("l0", "posttrain", "random", "uniform"))
         _choice("gate_init", self.gate_init, ("auto", "uniform", "fisher"))
         _choice("budget", self.budget, ("params", "flops", "latency"))
-        _choice("family_fall", self.family_fall, ("step", "fisher", "linear"))
+        _choice("family_fall", self.family_fall, ("auto", "fisher", "step"))
         if self.fisher_examples < 0:
             raise ConfigError(f"fisher_examples must be >= 0 (0: the method's default), got {self.fisher_examples}")
         if self.latency_batch < 1 or self.latency_seq < 1:

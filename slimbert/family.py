@@ -12,14 +12,15 @@ last step, its milestone, the gate state is, on a copy,
 
 as ``DIR/target-T/`` (the compact model, its tokenizer, prune_result.json and model card, in one
 atomic save; it loads with the Auto classes), and the gated run continues from its unsnapped state,
-less what a snap at the next target drops: those gates are closed (``family_fall="step"``, the
-default; l0.close_dropped). ``family_fall="fisher"`` instead seats the gates on the Fisher mask of
-the next target (computed at the start; l0.seat_gates), so each share starts on the structure a
-single-target run starts on, with the weights the run has trained so far: the snap of the gates after
-a share at 0.8 keeps more heads and cuts FFNs more evenly than the Fisher mask at 0.5, and scores lower
-(bench/results/family-step-cpu). With ``family_fall="linear"`` the size instead falls to the next target
-over the first ``target_warmup`` of its share, which the gates lag and then overshoot
-(bench/results/family-ft0-cpu). The first share falls from the start to the first target either way.
+moved to the next target: its gates are seated on that target's Fisher mask (computed at the start;
+l0.seat_gates), so each share starts on the structure a single-target run starts on, with the weights
+the run has trained so far (``family_fall="fisher"``; "auto", the default, where the gates start from
+the Fisher mask). Without the Fisher start (``family_fall="step"``) the gates a snap at the next
+target drops are closed instead (l0.close_dropped): in the 133 steps of a share Adam washes out the
+Fisher ranking, and the snap keeps more heads and cuts FFNs more evenly than the Fisher mask, which
+cost the 0.5 and 0.3 members 1.8 and 2.3 HasAns F1 against separate runs where the Fisher seat is
+within 0.6 (bench/results/family-step-cpu, family-fisher-cpu). The first share falls from the start
+to the first target either way (train/loop.py scheduled_target).
 ``DIR/family.csv`` and ``DIR/family.png`` hold the curve in the sweep's columns (curve.py), teacher
 first; ``DIR/prune_result.json`` the family's summary.
 
@@ -77,7 +78,7 @@ def prune_family(teacher, student, run: Run, eval_fn, train_data=None, eval_data
 
     cfg, tcfg, accelerator, out = run.cfg, run.tcfg, run.accelerator, run.out_dir
     total = gate_steps(run)
-    if cfg.family_fall == "fisher" and not fisher_start(cfg, tcfg.task):
+    if cfg.family_fall == "fisher" and not fisher_start(cfg, tcfg.task):  # "auto" falls back to the step
         raise ConfigError("--family-fall fisher starts each target on its Fisher mask: it needs the Fisher start "
                           "(--gate-init fisher or auto, with heads and FFN pruned, on SQuAD)")
     if total < len(cfg.targets):
@@ -125,10 +126,10 @@ def prune_family(teacher, student, run: Run, eval_fn, train_data=None, eval_data
         finally:
             _set_rng_state(rng)
         i = cfg.targets.index(ends[step])
-        if i + 1 < len(cfg.targets) and cfg.family_fall == "step":
-            close_dropped(gated, cfg.targets[i + 1], cfg.gate_init_keep, run.cost)
-        elif i + 1 < len(cfg.targets) and cfg.family_fall == "fisher":
+        if i + 1 < len(cfg.targets) and masks is not None and cfg.family_fall != "step":
             seat_gates(gated, [masks[i + 1]], cfg.gate_init_keep)
+        elif i + 1 < len(cfg.targets):
+            close_dropped(gated, cfg.targets[i + 1], cfg.gate_init_keep, run.cost)
         return True  # a checkpoint now: this member is done, and the gates stand at the next target
 
     gated, history = train(gated, run, total, on_step)

@@ -46,16 +46,13 @@ def test_the_schedule_walks_down_and_holds_each_target():
     one = slimbert.PruneConfig(target=0.5, target_warmup=0.3)
     old = [0.98 - (0.98 - 0.5) * min(1.0, (s + 1) / 6) for s in range(20)]  # the single-target schedule as it was
     assert [scheduled_target(s, 20, 0.98, one) for s in range(20)] == old
-    fam = slimbert.PruneConfig(targets="0.8,0.6,0.4", target_warmup=0.5, family_fall="linear")
+    fam = slimbert.PruneConfig(targets="0.8,0.6,0.4", target_warmup=0.5)
     assert fam.targets == TARGETS and fam.target == 0.4
     ends = milestones(12, fam.targets)
     assert ends == [4, 8, 12]
     sizes = [scheduled_target(s, 12, 0.98, fam) for s in range(12)]
-    for end, t in zip(ends, fam.targets):  # reached half-way through its share, held to its milestone
-        assert sizes[end - 2] == sizes[end - 1] == pytest.approx(t)
-    assert all(a >= b for a, b in zip(sizes, sizes[1:]))
-    step = [scheduled_target(s, 12, 0.98, replace(fam, family_fall="step")) for s in range(12)]
-    assert step[:4] == sizes[:4] and step[4:] == [0.6] * 4 + [0.4] * 4  # later targets held from their share's start
+    assert sizes[:4] == [pytest.approx(0.98 - 0.18 * min(1.0, (s + 1) / 2)) for s in range(4)]  # falls over half its share
+    assert sizes[4:] == [0.6] * 4 + [0.4] * 4  # later targets held from their share's first step
 
 
 def test_the_step_to_the_next_target_closes_what_its_snap_drops():
@@ -149,7 +146,8 @@ def test_a_killed_family_resumes_to_the_same_members(tmp_path, tokenizer, squad_
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
-def test_the_fisher_step_seats_each_later_target_on_its_fisher_mask(tmp_path, tokenizer, squad_files, monkeypatch):
+@pytest.mark.parametrize("fall", ["fisher", "auto"])
+def test_the_fisher_step_seats_each_later_target_on_its_fisher_mask(fall, tmp_path, tokenizer, squad_files, monkeypatch):
     started, seated = [], []
     real_init, real_seat = l0_mod.fisher_gate_init, family_mod.seat_gates
     monkeypatch.setattr(l0_mod, "fisher_gate_init", lambda *a, **k: started.append(real_init(*a, **k)) or started[-1])
@@ -158,18 +156,25 @@ def test_the_fisher_step_seats_each_later_target_on_its_fisher_mask(tmp_path, to
         real_seat(gated, masks, keep)
         seated.append((masks, [(g.heads.log_alpha.clone(), g.units.log_alpha.clone()) for g in slimbert.get_gates(gated)]))
 
+    closed = []
+    real_close = family_mod.close_dropped
     monkeypatch.setattr(family_mod, "seat_gates", spy)
-    cfg = slimbert.PruneConfig(targets=TARGETS, gate_init="fisher", family_fall="fisher", latency_seq=64)
+    monkeypatch.setattr(family_mod, "close_dropped", lambda g, t, *a: closed.append(t) or real_close(g, t, *a))
+    cfg = slimbert.PruneConfig(targets=TARGETS, gate_init="fisher", family_fall=fall, latency_seq=64)
     _family(tmp_path, tokenizer, squad_files[0], cfg=cfg)
     (masks,) = started
-    assert [m for m, _ in seated] == [[masks[1]], [masks[2]]]  # after the members at 0.8 and 0.6
+    assert [m for m, _ in seated] == [[masks[1]], [masks[2]]] and not closed  # after the members at 0.8 and 0.6
     on, off = init_log_alpha(cfg.gate_init_keep), init_log_alpha(1 - cfg.gate_init_keep)
     for mask, (_, state) in zip(masks[1:], seated):
         for l, (heads, units) in enumerate(state):
             for got, keep in ((heads, mask[0][l]), (units, mask[1][l])):
                 torch.testing.assert_close(got, torch.where(keep.bool(), on, off).to(got), rtol=0, atol=1e-6)
-    with pytest.raises(slimbert.ConfigError, match="Fisher start"):
+    if fall == "fisher":  # asked for explicitly, it needs the Fisher start
+        with pytest.raises(slimbert.ConfigError, match="Fisher start"):
+            _family(tmp_path / "u", tokenizer, squad_files[0], cfg=replace(cfg, gate_init="uniform"))
+    else:  # "auto" without it closes what the next target's snap drops
         _family(tmp_path / "u", tokenizer, squad_files[0], cfg=replace(cfg, gate_init="uniform"))
+        assert closed == [0.6, 0.4] and len(seated) == 2
 
 
 def test_sweep_runs_the_family_once_for_all_its_points(tmp_path, model_dir, squad_files, monkeypatch):
